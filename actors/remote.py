@@ -1,0 +1,39 @@
+"""Every actor's Ray options, in one place; the classes themselves stay plain Python."""
+
+from __future__ import annotations
+
+import ray
+
+from actors.segment import Segment, SegmentConfig
+from actors.sender import Sender, SenderConfig
+
+
+def start_segment(config: SegmentConfig, *, name: str) -> ray.actor.ActorHandle:
+    """The run's segment actor: DuckDB and its temp files live wherever it lands."""
+    return ray.remote(Segment).options(name=name, num_cpus=0, max_restarts=0).remote(config)
+
+
+def start_senders(
+    config: SenderConfig, *, count: int, name_prefix: str
+) -> list[ray.actor.ActorHandle]:
+    """``count`` async senders spread over the cluster's nodes.
+
+    A sender that dies is restarted; its in-flight calls fail and the coordinator resends
+    those batches with the same key."""
+    actor = ray.remote(Sender)
+    return [
+        actor.options(
+            name=f"{name_prefix}/sender-{i}",
+            num_cpus=0,
+            max_restarts=-1,
+            max_task_retries=0,
+            max_concurrency=max(8, config.max_connections),
+            scheduling_strategy="SPREAD",
+        ).remote(config)
+        for i in range(count)
+    ]
+
+
+def stop_actors(handles: list[ray.actor.ActorHandle]) -> None:
+    for handle in handles:
+        ray.kill(handle, no_restart=True)

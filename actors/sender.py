@@ -1,0 +1,146 @@
+"""A sender: turns one Arrow batch into the request body and POSTs it, once per call.
+
+Retries are decided by the run's coordinator, which alone sees every sender, so limits hold
+across the pool. A sender keeps the bytes of a batch that may be retried, so a retry on the
+same sender sends the same bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import httpx
+import pyarrow as pa
+
+from actors.delivery import AttemptResult, Outcome, classify, parse_retry_after
+from actors.redact import redact
+from actors.render import TAIL_COLUMN, assemble_body
+
+RESPONSE_EXCERPT_BYTES = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SenderConfig:
+    """One endpoint, as every sender of a run sees it."""
+
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    query: tuple[tuple[str, str], ...] = ()
+    timeout_s: float = 10.0
+    max_connections: int = 8
+    response_cap_bytes: int = 64 * 1024  # read no more of an answer than this
+    secrets: frozenset[str] = frozenset()  # never echoed in an error
+
+
+class Sender:
+    """Delivers batches to one endpoint over one keep-alive connection pool."""
+
+    def __init__(self, config: SenderConfig, *, body_cache_size: int = 64) -> None:
+        self.config = config
+        self._client: httpx.AsyncClient | None = None
+        self._bodies: OrderedDict[str, bytes] = OrderedDict()
+        self._body_cache_size = body_cache_size
+        self._headers = {"Content-Type": "application/json", **dict(config.headers)}
+
+    def _http(self) -> httpx.AsyncClient:
+        # Created lazily: the client binds to the running event loop.
+        if self._client is None:
+            limits = httpx.Limits(
+                max_connections=self.config.max_connections,
+                max_keepalive_connections=self.config.max_connections,
+            )
+            self._client = httpx.AsyncClient(
+                timeout=self.config.timeout_s, limits=limits, follow_redirects=False
+            )
+        return self._client
+
+    def _body(self, key: str, batch: pa.Table) -> bytes:
+        body = self._bodies.pop(key, None)
+        if body is None:
+            body = assemble_body(_tails(batch), int(time.time() * 1000))
+        return body
+
+    def _keep(self, key: str, body: bytes) -> None:
+        self._bodies[key] = body
+        while len(self._bodies) > self._body_cache_size:
+            self._bodies.popitem(last=False)
+
+    async def deliver(self, batch: pa.Table, seq: int, key: str, attempt: int) -> AttemptResult:
+        """POST ``batch`` once with ``Idempotency-Key: key``; never raises for HTTP trouble."""
+        if batch.num_rows == 0:
+            return AttemptResult(
+                seq,
+                attempt,
+                Outcome.EMPTY,
+                None,
+                0.0,
+                0,
+                0,
+                error="none of its contacts are in the source any more",
+            )
+        body = self._body(key, batch)
+        headers = {**self._headers, "Idempotency-Key": key}
+        started = time.perf_counter()
+        status: int | None = None
+        retry_after: float | None = None
+        excerpt: str | None = None
+        error: str | None = None
+        try:
+            async with self._http().stream(
+                "POST",
+                self.config.url,
+                content=body,
+                headers=headers,
+                params=self.config.query or None,
+            ) as response:
+                status = response.status_code
+                head = await _read_capped(response, self.config.response_cap_bytes)
+                if not 200 <= status < 300:
+                    excerpt = head[:RESPONSE_EXCERPT_BYTES].decode("utf-8", "replace")
+                    retry_after = parse_retry_after(
+                        response.headers.get("retry-after"), time.time()
+                    )
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        latency = time.perf_counter() - started
+        outcome = classify(status)
+        if outcome is Outcome.RETRY:
+            self._keep(key, body)
+        if error is None and outcome is not Outcome.DELIVERED:
+            error = f"HTTP {status}"
+        return AttemptResult(
+            seq=seq,
+            attempt=attempt,
+            outcome=outcome,
+            status=status,
+            latency_s=latency,
+            contacts=batch.num_rows,
+            request_bytes=len(body),
+            retry_after_s=retry_after,
+            error=None if error is None else redact(error, self.config.secrets)[:300],
+            response_excerpt=None if excerpt is None else redact(excerpt, self.config.secrets),
+        )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+def _tails(batch: pa.Table) -> Iterable[str]:
+    return batch.column(TAIL_COLUMN).to_pylist()
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> bytes:
+    """Up to ``cap`` bytes of the answer; the rest is dropped with the connection."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_raw():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= cap:
+            break
+    return b"".join(chunks)[:cap]

@@ -1,0 +1,296 @@
+"""The run coordinator: feeds batches from the segment to the senders, decides every retry,
+and writes each outcome to the ledger.
+
+It is the only place that sees the whole pool, so the endpoint's limits are kept here:
+``max_in_flight`` requests at once and ``requests_per_second`` across all senders, retries
+included, and a 429 pauses the pool, not one sender. Batches stream from the segment actor
+straight to the senders through the object store; this process holds only their references.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+
+from actors.delivery import AttemptResult, Outcome, RetryPolicy
+from actors.ratelimit import RateLimiter
+from cluster.ledger import BatchStatus, BatchUpdate, Ledger, RunStatus
+
+logger = logging.getLogger(__name__)
+
+_SENDER_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    """How one run delivers: limits, retries, read-ahead."""
+
+    max_in_flight: int = 8
+    requests_per_second: float | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    prefetch_batches: int = 8  # the segment never runs further ahead of the senders
+    poll_s: float = 0.02
+
+
+@dataclass(slots=True)
+class Progress:
+    """Live counts of one run, handed to the progress callback."""
+
+    contacts: int
+    batches: int
+    delivered_contacts: int = 0
+    delivered_batches: int = 0
+    failed_batches: int = 0
+    skipped_batches: int = 0
+    retries: int = 0
+    requests: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """The ``--json`` summary of a run (SPEC §5)."""
+
+    run_id: str
+    job: str
+    status: str
+    contacts: int
+    batches: int
+    delivered_batches: int
+    failed_batches: int
+    skipped_batches: int
+    delivered_contacts: int
+    retries: int
+    requests: int
+    duration_s: float
+    contacts_per_s: float
+    requests_per_s: float
+    note: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class _Attempt:
+    seq: int
+    key: str
+    batch: ray.ObjectRef
+    attempt: int
+
+
+class RunAborted(Exception):
+    """The segment failed mid-stream; the run stops and can be resumed."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Coordinator:
+    """Delivers the wanted batches of one run; call ``run()`` once."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        ledger: Ledger,
+        segment: ray.actor.ActorHandle,
+        senders: Sequence[ray.actor.ActorHandle],
+        frozen: ray.ObjectRef,
+        seqs: Sequence[int],
+        keys: dict[int, str],
+        settings: DeliverySettings,
+        progress: Progress,
+        on_progress: Callable[[Progress], None] | None = None,
+        stop: threading.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.run_id = run_id
+        self.ledger = ledger
+        self.segment = segment
+        self.senders = list(senders)
+        self.frozen = frozen
+        self.seqs = list(seqs)
+        self.keys = keys
+        self.settings = settings
+        self.progress = progress
+        self.on_progress = on_progress or (lambda _: None)
+        self.stop = stop or threading.Event()
+        self.clock = clock
+        self.limiter = RateLimiter(settings.requests_per_second, clock=clock)
+        self.rng = random.Random()
+        self.in_flight: dict[ray.ObjectRef, _Attempt] = {}
+        self.retries: list[tuple[float, int, _Attempt]] = []  # (due, seq, attempt) heap
+        self.gone: str | None = None  # why sending stopped for good (410)
+        self.aborted: str | None = None
+        self._next_sender = 0
+        self._updates: list[BatchUpdate] = []
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> RunStatus:
+        """Deliver until every wanted batch has an outcome, or the run is stopped."""
+        stream = self.segment.stream.options(
+            num_returns="streaming",
+            _generator_backpressure_num_objects=self.settings.prefetch_batches,
+        ).remote(self.frozen, self.seqs)
+        upcoming = iter(self.seqs)
+        stream_done = not self.seqs
+        while True:
+            stopping = self.stop.is_set() or self.gone is not None or self.aborted is not None
+            wait_s = self.settings.poll_s
+            to_send: list[_Attempt] = []
+            while not stopping and len(self.in_flight) + len(to_send) < self.settings.max_in_flight:
+                permit_wait = self.limiter.wait_s()
+                if permit_wait > 0:
+                    wait_s = min(wait_s, permit_wait)
+                    break
+                attempt = self._due_retry()
+                if attempt is None and not stream_done:
+                    if stream.next_ready():
+                        seq = next(upcoming)
+                        attempt = _Attempt(seq, self.keys[seq], next(stream), 1)
+                    elif stream.is_finished():
+                        stream_done = True
+                if attempt is None:
+                    break
+                self.limiter.take()
+                to_send.append(attempt)
+            self._send(to_send)
+            if not self.in_flight and (stopping or (stream_done and not self.retries)):
+                break
+            if self.retries:
+                wait_s = min(wait_s, max(0.0, self.retries[0][0] - self.clock()))
+            self._collect(wait_s)
+        self._flush()
+        if self.aborted is not None:
+            raise RunAborted(self.aborted)
+        if self.stop.is_set() and (self.retries or self._unsent(upcoming, stream_done)):
+            return RunStatus.INTERRUPTED
+        if self.gone is not None:
+            self._skip_rest(upcoming, stream_done)
+        self._flush()
+        return RunStatus.SUCCEEDED if self._all_delivered() else RunStatus.FAILED
+
+    def _unsent(self, upcoming, stream_done: bool) -> bool:
+        return not stream_done and next(upcoming, None) is not None
+
+    def _due_retry(self) -> _Attempt | None:
+        if self.retries and self.retries[0][0] <= self.clock():
+            return heapq.heappop(self.retries)[2]
+        return None
+
+    def _send(self, attempts: list[_Attempt]) -> None:
+        if not attempts:
+            return
+        self._updates.extend(BatchUpdate(a.seq, BatchStatus.SENDING, a.attempt) for a in attempts)
+        self._flush()  # the ledger knows a batch is in flight before its request leaves
+        for attempt in attempts:
+            sender = self.senders[self._next_sender % len(self.senders)]
+            self._next_sender += 1
+            ref = sender.deliver.remote(attempt.batch, attempt.seq, attempt.key, attempt.attempt)
+            self.in_flight[ref] = attempt
+            self.progress.requests += 1
+            if attempt.attempt > 1:
+                self.progress.retries += 1
+
+    def _collect(self, timeout_s: float) -> None:
+        if not self.in_flight:
+            time.sleep(timeout_s)
+            return
+        refs = list(self.in_flight)
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout_s)
+        if ready:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in ready:
+            attempt = self.in_flight.pop(ref)
+            try:
+                result: AttemptResult = ray.get(ref)
+            except _SENDER_LOST as exc:
+                # The outcome is unknown: send again, same key.
+                logger.warning(
+                    "sender lost during batch %d (%s); sending it again",
+                    attempt.seq,
+                    type(exc).__name__,
+                )
+                self._schedule_retry(attempt, 0.0)
+                continue
+            except RayTaskError as exc:
+                self.aborted = f"batch {attempt.seq} could not be prepared: {_cause(exc)}"
+                continue
+            self._record(attempt, result)
+        self._flush()
+        self.on_progress(self.progress)
+
+    def _record(self, attempt: _Attempt, result: AttemptResult) -> None:
+        latency_ms = round(result.latency_s * 1000, 2)
+        outcome = result.outcome
+        if outcome is Outcome.DELIVERED:
+            self._final(attempt, BatchStatus.DELIVERED, result, latency_ms, None)
+            self.progress.delivered_batches += 1
+            self.progress.delivered_contacts += result.contacts
+        elif outcome is Outcome.EMPTY:
+            self._final(attempt, BatchStatus.SKIPPED, result, None, result.error)
+            self.progress.skipped_batches += 1
+        elif outcome is Outcome.RETRY and attempt.attempt < self.settings.retry.max_attempts:
+            delay = self.settings.retry.delay_s(attempt.attempt, result.retry_after_s, self.rng)
+            if result.status == 429:
+                self.limiter.pause_until(self.clock() + delay)
+            self._schedule_retry(attempt, delay)
+        else:
+            if outcome is Outcome.GONE:
+                self.gone = f"the endpoint answered 410 Gone at batch {attempt.seq}"
+            reason = result.error or "failed"
+            if outcome is Outcome.RETRY:
+                reason = f"{reason} (gave up after {attempt.attempt} attempts)"
+            if result.response_excerpt:
+                reason = f"{reason}: {result.response_excerpt}"
+            self._final(attempt, BatchStatus.DEAD_LETTERED, result, latency_ms, reason)
+            self.progress.failed_batches += 1
+
+    def _final(
+        self,
+        attempt: _Attempt,
+        status: BatchStatus,
+        result: AttemptResult,
+        latency_ms: float | None,
+        reason: str | None,
+    ) -> None:
+        self._updates.append(
+            BatchUpdate(attempt.seq, status, attempt.attempt, result.status, latency_ms, reason)
+        )
+
+    def _schedule_retry(self, attempt: _Attempt, delay_s: float) -> None:
+        retry = _Attempt(attempt.seq, attempt.key, attempt.batch, attempt.attempt + 1)
+        heapq.heappush(self.retries, (self.clock() + delay_s, attempt.seq, retry))
+
+    def _skip_rest(self, upcoming, stream_done: bool) -> None:
+        pending = [a.seq for _, _, a in self.retries]
+        if not stream_done:
+            pending.extend(upcoming)
+        self.retries.clear()
+        for seq in pending:
+            self._updates.append(BatchUpdate(seq, BatchStatus.SKIPPED, 0, None, None, self.gone))
+            self.progress.skipped_batches += 1
+
+    def _all_delivered(self) -> bool:
+        counts = self.ledger.batch_counts(self.run_id)
+        return set(counts) <= {BatchStatus.DELIVERED}
+
+    def _flush(self) -> None:
+        if self._updates:
+            self.ledger.update_batches(self.run_id, self._updates)
+            self._updates = []
+
+
+def _cause(exc: RayTaskError) -> str:
+    cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+    return str(cause).strip().splitlines()[-1][:300]

@@ -1,0 +1,366 @@
+"""The ledger: every run and every batch, under the state dir, readable while a run writes.
+
+SQLite in WAL mode rather than DuckDB: a DuckDB file can be open for writing by one process
+and then no other process may open it at all, so `hookcast runs` would fail during a run.
+WAL lets any number of readers work beside one short-lived writer. The process running a
+broadcast is the only writer of that run's rows; it commits once per round of results.
+
+A batch's key and id range are written (``planned``) before its first request is sent.
+Secrets never reach the ledger: it keeps the job file as written (``${ENV}`` unexpanded).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from actors.errors import LedgerError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    job TEXT NOT NULL,
+    status TEXT NOT NULL,
+    contacts INTEGER NOT NULL DEFAULT 0,
+    batches INTEGER NOT NULL DEFAULT 0,
+    batch_size INTEGER NOT NULL DEFAULT 0,
+    delivered_batches INTEGER NOT NULL DEFAULT 0,
+    failed_batches INTEGER NOT NULL DEFAULT 0,
+    skipped_batches INTEGER NOT NULL DEFAULT 0,
+    delivered_contacts INTEGER NOT NULL DEFAULT 0,
+    retries INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    finished_at REAL,
+    duration_s REAL,
+    endpoint TEXT,
+    job_path TEXT,
+    job_text TEXT,
+    pid INTEGER,
+    host TEXT,
+    note TEXT
+);
+CREATE TABLE IF NOT EXISTS batches (
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    first_id INTEGER,
+    last_id INTEGER,
+    contacts INTEGER NOT NULL,
+    idem_key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    http_status INTEGER,
+    latency_ms REAL,
+    reason TEXT,
+    updated_at REAL,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+"""
+
+
+class RunStatus(enum.StrEnum):
+    RUNNING = "running"  # a process is sending it (or died without saying so: see shown_status)
+    SUCCEEDED = "succeeded"  # every batch delivered
+    FAILED = "failed"  # finished, but some batches were dead-lettered or skipped
+    INTERRUPTED = "interrupted"  # stopped before the end; `hookcast resume` finishes it
+
+
+class BatchStatus(enum.StrEnum):
+    PLANNED = "planned"  # in the ledger with its key, not sent yet
+    SENDING = "sending"  # handed to a sender; outcome unknown until it answers
+    DELIVERED = "delivered"  # the endpoint answered 2xx
+    DEAD_LETTERED = "dead_lettered"  # gave up on it; `hookcast replay` resends it
+    SKIPPED = "skipped"  # never sent (the endpoint answered 410 Gone)
+
+
+UNFINISHED = (BatchStatus.PLANNED, BatchStatus.SENDING)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    run_id: str
+    job: str
+    status: str
+    contacts: int = 0
+    batches: int = 0
+    batch_size: int = 0
+    delivered_batches: int = 0
+    failed_batches: int = 0
+    skipped_batches: int = 0
+    delivered_contacts: int = 0
+    retries: int = 0
+    created_at: float = 0.0
+    finished_at: float | None = None
+    duration_s: float | None = None
+    endpoint: str | None = None
+    job_path: str | None = None
+    job_text: str | None = None
+    pid: int | None = None
+    host: str | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("job_text")
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    seq: int
+    first_id: int | None
+    last_id: int | None
+    contacts: int
+    idem_key: str
+    status: str
+    attempts: int = 0
+    http_status: int | None = None
+    latency_ms: float | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchUpdate:
+    seq: int
+    status: BatchStatus
+    attempts: int
+    http_status: int | None = None
+    latency_ms: float | None = None
+    reason: str | None = None
+
+
+_RUN_COLUMNS = [f.name for f in fields(RunRecord)]
+_BATCH_COLUMNS = [f.name for f in fields(BatchRecord)]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Ledger:
+    """Runs and batches in ``<state_dir>/ledger.db``; frozen audiences beside it."""
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self.state_dir = Path(state_dir).expanduser()
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LedgerError(
+                f"state dir {self.state_dir} cannot be created ({exc.strerror}): "
+                "pass --state-dir or set HOOKCAST_HOME to a writable folder."
+            ) from exc
+        self.path = self.state_dir / "ledger.db"
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _write(self, sql: str, rows: Iterable[Sequence] | None = None) -> None:
+        with self._transaction():
+            if rows is None:
+                self._db.execute(sql)
+            else:
+                self._db.executemany(sql, rows)
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def create_run(self, run: RunRecord) -> None:
+        values = asdict(run)
+        values.setdefault("pid", os.getpid())
+        values["pid"] = values["pid"] or os.getpid()
+        values["host"] = values["host"] or socket.gethostname()
+        marks = ", ".join("?" for _ in _RUN_COLUMNS)
+        self._write(
+            f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({marks})",
+            [[values[c] for c in _RUN_COLUMNS]],
+        )
+
+    def claim_run(self, run_id: str) -> None:
+        """Mark ``run_id`` as being sent by this process (a resume or a replay)."""
+        with self._transaction():
+            self._db.execute(
+                "UPDATE runs SET status = ?, pid = ?, host = ?, finished_at = NULL "
+                "WHERE run_id = ?",
+                (RunStatus.RUNNING, os.getpid(), socket.gethostname(), run_id),
+            )
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        duration_s: float,
+        retries: int,
+        note: str | None = None,
+    ) -> RunRecord:
+        """Record the end of a run with its counts taken from its batches."""
+        counts = self.batch_counts(run_id)
+        with self._transaction():
+            self._db.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, duration_s = ?, retries = ?, "
+                "note = ?, delivered_batches = ?, failed_batches = ?, skipped_batches = ?, "
+                "delivered_contacts = ? WHERE run_id = ?",
+                (
+                    status,
+                    time.time(),
+                    duration_s,
+                    retries,
+                    note,
+                    counts.get(BatchStatus.DELIVERED, (0, 0))[0],
+                    counts.get(BatchStatus.DEAD_LETTERED, (0, 0))[0],
+                    counts.get(BatchStatus.SKIPPED, (0, 0))[0],
+                    counts.get(BatchStatus.DELIVERED, (0, 0))[1],
+                    run_id,
+                ),
+            )
+        return self.get_run(run_id)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """The run whose id is ``run_id`` or starts with it (unique prefix)."""
+        rows = self._db.execute(
+            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE run_id = ? OR run_id LIKE ? "
+            "ORDER BY run_id = ? DESC LIMIT 3",
+            (run_id, run_id.replace("%", "").replace("_", "\\_") + "%", run_id),
+        ).fetchall()
+        if not rows:
+            raise LedgerError(
+                f"no run {run_id} in {self.path}: `hookcast runs` lists the runs kept there."
+            )
+        exact = rows[0][0] == run_id
+        if not exact and len(rows) > 1:
+            raise LedgerError(
+                f"run id {run_id} is ambiguous ({', '.join(r[0] for r in rows)}, ...): "
+                "give more of it."
+            )
+        return self._shown(RunRecord(*rows[0]))
+
+    def list_runs(self, limit: int = 50, job: str | None = None) -> list[RunRecord]:
+        where, args = ("WHERE job = ?", [job]) if job else ("", [])
+        rows = self._db.execute(
+            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs {where} ORDER BY created_at DESC LIMIT ?",
+            [*args, limit],
+        ).fetchall()
+        return [self._shown(RunRecord(*row)) for row in rows]
+
+    def _shown(self, run: RunRecord) -> RunRecord:
+        """A running run shows live counts; one whose process died shows as interrupted."""
+        if run.status != RunStatus.RUNNING:
+            return run
+        counts = self.batch_counts(run.run_id)
+        status = run.status
+        if run.host == socket.gethostname() and run.pid and not _pid_alive(run.pid):
+            status = RunStatus.INTERRUPTED
+        return RunRecord(
+            **{
+                **asdict(run),
+                "status": status,
+                "delivered_batches": counts.get(BatchStatus.DELIVERED, (0, 0))[0],
+                "failed_batches": counts.get(BatchStatus.DEAD_LETTERED, (0, 0))[0],
+                "skipped_batches": counts.get(BatchStatus.SKIPPED, (0, 0))[0],
+                "delivered_contacts": counts.get(BatchStatus.DELIVERED, (0, 0))[1],
+            }
+        )
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def plan_batches(self, run_id: str, batches: Iterable[BatchRecord]) -> None:
+        self._write(
+            "INSERT INTO batches (run_id, seq, first_id, last_id, contacts, idem_key, status, "
+            "attempts, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
+            (
+                (
+                    run_id,
+                    b.seq,
+                    b.first_id,
+                    b.last_id,
+                    b.contacts,
+                    b.idem_key,
+                    b.status,
+                    time.time(),
+                )
+                for b in batches
+            ),
+        )
+
+    def update_batches(self, run_id: str, updates: Sequence[BatchUpdate]) -> None:
+        if not updates:
+            return
+        now = time.time()
+        self._write(
+            "UPDATE batches SET status = ?, attempts = ?, http_status = ?, latency_ms = ?, "
+            "reason = ?, updated_at = ? WHERE run_id = ? AND seq = ?",
+            (
+                (u.status, u.attempts, u.http_status, u.latency_ms, u.reason, now, run_id, u.seq)
+                for u in updates
+            ),
+        )
+
+    def batch_counts(self, run_id: str) -> dict[str, tuple[int, int]]:
+        """status -> (batches, contacts)."""
+        rows = self._db.execute(
+            "SELECT status, count(*), coalesce(sum(contacts), 0) FROM batches "
+            "WHERE run_id = ? GROUP BY status",
+            (run_id,),
+        ).fetchall()
+        return {status: (n, contacts) for status, n, contacts in rows}
+
+    def batches(self, run_id: str, statuses: Iterable[str] | None = None) -> list[BatchRecord]:
+        sql = f"SELECT {', '.join(_BATCH_COLUMNS)} FROM batches WHERE run_id = ?"
+        args: list = [run_id]
+        if statuses is not None:
+            wanted = list(statuses)
+            sql += f" AND status IN ({', '.join('?' for _ in wanted)})"
+            args += wanted
+        rows = self._db.execute(sql + " ORDER BY seq", args).fetchall()
+        return [BatchRecord(*row) for row in rows]
+
+    # -- frozen audiences ----------------------------------------------------------------------
+
+    def audience_path(self, run_id: str) -> Path:
+        return self.state_dir / "runs" / run_id / "audience.parquet"
+
+    def freeze_audience(self, run_id: str, ids: pa.Array) -> Path:
+        path = self.audience_path(run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"id": ids}), path)
+        return path
+
+    def frozen_audience(self, run_id: str) -> pa.Array:
+        path = self.audience_path(run_id)
+        if not path.exists():
+            raise LedgerError(
+                f"run {run_id} has no frozen audience at {path}: it cannot be resumed or "
+                "replayed (was the state dir moved or cleaned?)."
+            )
+        return pq.read_table(path).column("id").combine_chunks()
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

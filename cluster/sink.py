@@ -1,0 +1,523 @@
+"""The receiver hookcast broadcasts to in the demo, the benchmark and the tests.
+
+A raw ASGI app served by uvicorn (httptools and uvloop when installed). Every POST other than
+a control path is a broadcast: a JSON list whose elements carry ``contact.id``. What the sink
+answers is decided per request by a *behaviour*; what arrived is kept by a `Recorder`.
+
+Control paths: ``GET /_stats`` (and ``GET /``) answer `Recorder.snapshot`; ``POST /_reset``
+clears the recorder. Every answer is ``application/json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import random
+import socket
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import uvicorn
+
+logger = logging.getLogger(__name__)
+
+_JSON = (b"content-type", b"application/json")
+_OK_BODY = b'{"ok":true}'
+_CONTROL_PATHS = ("/_stats", "/_reset")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """How the sink answers one broadcast; the answer is sent after sleeping ``delay_s``."""
+
+    status: int = 200
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = _OK_BODY
+    delay_s: float = 0.0
+
+
+OK = Reply()
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """One broadcast request as the sink received and answered it."""
+
+    t: float  # time.monotonic() when the request arrived
+    key: str | None  # the Idempotency-Key header
+    ids: tuple[int, ...]  # contact ids in body order; () when the body did not parse
+    status: int  # what the sink answered
+    headers: dict[str, str]  # lower-cased names
+    path: str
+    query: str
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a behaviour sees of a broadcast; ``n`` counts arrivals from 1 since the last reset."""
+
+    path: str
+    query: str
+    headers: dict[str, str]
+    key: str | None
+    ids: tuple[int, ...]
+    body: bytes
+    n: int
+
+
+Behaviour = Callable[[Request], Reply | Awaitable[Reply]]
+
+
+def accept(request: Request) -> Reply:
+    """Answer 200 to everything: the default behaviour."""
+    return OK
+
+
+def fail_rate(p: float, status: int = 500, seed: int | None = None) -> Behaviour:
+    """Answer ``status`` to a random fraction ``p`` of requests, 200 to the rest."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"fail rate {p} is out of range: give a fraction from 0 to 1.")
+    rng = random.Random(seed)
+    failure = Reply(status, body=orjson.dumps({"error": f"injected failure {status}"}))
+
+    def behaviour(request: Request) -> Reply:
+        return failure if rng.random() < p else OK
+
+    return behaviour
+
+
+def latency(ms: float) -> Behaviour:
+    """Answer 200 after ``ms`` milliseconds."""
+    if ms < 0:
+        raise ValueError(f"latency {ms} ms is negative: give 0 or more milliseconds.")
+    reply = Reply(delay_s=ms / 1000)
+    return lambda request: reply
+
+
+def rate_limited(
+    rps: float, retry_after: str = "1", clock: Callable[[], float] = time.monotonic
+) -> Behaviour:
+    """Answer 200 to at most ``rps`` requests in any sliding 1-second window, 429 above it.
+
+    A 429 carries ``Retry-After: retry_after`` and does not count against the window.
+    """
+    if rps <= 0:
+        raise ValueError(f"rate limit {rps} requests/s is not positive: give more than 0.")
+    accepted: deque[float] = deque()
+    limited = Reply(429, headers=(("Retry-After", retry_after),), body=b'{"error":"rate limited"}')
+
+    def behaviour(request: Request) -> Reply:
+        now = clock()
+        while accepted and now - accepted[0] >= 1.0:
+            accepted.popleft()
+        if len(accepted) >= rps:
+            return limited
+        accepted.append(now)
+        return OK
+
+    return behaviour
+
+
+def compose(*behaviours: Behaviour) -> Behaviour:
+    """Ask each behaviour in order: the first non-2xx reply wins (later ones are not asked),
+    otherwise the last reply; delays add up."""
+
+    async def behaviour(request: Request) -> Reply:
+        reply, delay_s = OK, 0.0
+        for each in behaviours:
+            reply = await _ask(each, request)
+            delay_s += reply.delay_s
+            if not 200 <= reply.status < 300:
+                break
+        return dataclasses.replace(reply, delay_s=delay_s)
+
+    return behaviour
+
+
+def make_behaviour(
+    *,
+    failure_rate: float = 0.0,
+    latency_ms: float = 0.0,
+    rps: float | None = None,
+    seed: int | None = None,
+) -> Behaviour:
+    """The behaviour the command-line options describe: rate limit, then latency, then
+    failures; `accept` when no option is set."""
+    parts: list[Behaviour] = []
+    if rps is not None:
+        parts.append(rate_limited(rps))
+    if latency_ms:
+        parts.append(latency(latency_ms))
+    if failure_rate:
+        parts.append(fail_rate(failure_rate, seed=seed))
+    if not parts:
+        return accept
+    return parts[0] if len(parts) == 1 else compose(*parts)
+
+
+async def _ask(behaviour: Behaviour, request: Request) -> Reply:
+    reply = behaviour(request)
+    return reply if isinstance(reply, Reply) else await reply
+
+
+def parse_contact_ids(body: bytes) -> tuple[int, ...]:
+    """The ``contact.id`` of each element of a JSON list, in order.
+
+    Raises ValueError, saying what is wrong, when the body is anything else.
+    """
+    try:
+        data = orjson.loads(body)
+        if type(data) is not list:
+            raise TypeError(f"the body is a JSON {type(data).__name__}, not a list")
+        ids = tuple([element["contact"]["id"] for element in data])
+    except (orjson.JSONDecodeError, TypeError, KeyError) as exc:
+        raise ValueError(f"body is not a JSON list of objects with contact.id: {exc}") from exc
+    if not all(type(i) is int for i in ids):
+        raise ValueError("body is not a JSON list of objects with contact.id: an id is no integer")
+    return ids
+
+
+class Recorder:
+    """What a sink received. Safe to read from any thread while the sink runs.
+
+    ``contacts``, ``delivered_ids`` and ``duplicate_ids`` count only requests answered 2xx;
+    ``contacts == len(delivered_ids) + duplicate_ids``. ``requests``, ``bytes`` and
+    ``statuses`` count every broadcast, garbage included. A request is recorded when its
+    answer is about to be sent, after any delay, even if the client has given up by then (as
+    an endpoint that did the work would). Readers get copies.
+    """
+
+    def __init__(self, keep_arrivals: bool = True) -> None:
+        self.keep_arrivals = keep_arrivals
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything received; arrival numbering starts again at 1."""
+        with self._lock:
+            self._n = 0
+            self._requests = 0
+            self._contacts = 0
+            self._bytes = 0
+            self._duplicates = 0
+            self._statuses: Counter[int] = Counter()
+            self._ids: set[int] = set()
+            self._arrivals: list[Arrival] = []
+
+    def next_n(self) -> int:
+        """Number the next arrival: 1, 2, … since the last reset."""
+        with self._lock:
+            self._n += 1
+            return self._n
+
+    def record(self, arrival: Arrival, n_bytes: int) -> None:
+        with self._lock:
+            self._requests += 1
+            self._bytes += n_bytes
+            self._statuses[arrival.status] += 1
+            if 200 <= arrival.status < 300:
+                ids = arrival.ids
+                before = len(self._ids)
+                self._ids.update(ids)
+                self._duplicates += len(ids) - (len(self._ids) - before)
+                self._contacts += len(ids)
+            if self.keep_arrivals:
+                self._arrivals.append(arrival)
+
+    @property
+    def requests(self) -> int:
+        return self._requests
+
+    @property
+    def contacts(self) -> int:
+        return self._contacts
+
+    @property
+    def duplicate_ids(self) -> int:
+        """Deliveries of an id that had already been delivered."""
+        return self._duplicates
+
+    @property
+    def statuses(self) -> Counter[int]:
+        with self._lock:
+            return self._statuses.copy()
+
+    @property
+    def delivered_ids(self) -> frozenset[int]:
+        with self._lock:
+            return frozenset(self._ids)
+
+    @property
+    def arrivals(self) -> list[Arrival]:
+        """Every broadcast in arrival order; empty unless ``keep_arrivals``."""
+        with self._lock:
+            return list(self._arrivals)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counts as one JSON-able dict, taken atomically."""
+        with self._lock:
+            return {
+                "requests": self._requests,
+                "contacts": self._contacts,
+                "unique_ids": len(self._ids),
+                "duplicate_ids": self._duplicates,
+                "bytes": self._bytes,
+                "statuses": {str(s): n for s, n in sorted(self._statuses.items())},
+            }
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class SinkApp:
+    """The ASGI app. ``behaviour`` may be replaced at any time; the next request uses it."""
+
+    def __init__(self, recorder: Recorder | None = None, behaviour: Behaviour | None = None):
+        self.recorder = recorder if recorder is not None else Recorder()
+        self.behaviour: Behaviour = behaviour or accept
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        method, path = scope["method"], scope["path"]
+        if method == "POST" and path not in _CONTROL_PATHS:
+            await self._broadcast(scope, receive, send)
+        elif method == "GET" and path in ("/", "/_stats"):
+            await _respond(send, 200, orjson.dumps(self.recorder.snapshot()))
+        elif method == "POST" and path == "/_reset":
+            self.recorder.reset()
+            await _respond(send, 200, _OK_BODY)
+        else:
+            error = f"{method} {path} is not served: POST a broadcast, GET /_stats, POST /_reset"
+            await _respond(send, 405, orjson.dumps({"error": error}))
+
+    async def _broadcast(self, scope: Scope, receive: Receive, send: Send) -> None:
+        t = time.monotonic()
+        n = self.recorder.next_n()
+        body = await _read_body(receive)
+        if body is None:
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        key = headers.get("idempotency-key")
+        path, query = scope["path"], scope["query_string"].decode("latin-1")
+        try:
+            ids = parse_contact_ids(body)
+        except ValueError as exc:
+            ids, reply = (), Reply(400, body=orjson.dumps({"error": str(exc)}))
+        else:
+            try:
+                reply = await _ask(self.behaviour, Request(path, query, headers, key, ids, body, n))
+            except Exception as exc:
+                logger.exception("sink behaviour %r failed on request %d", self.behaviour, n)
+                reply = Reply(500, body=orjson.dumps({"error": f"behaviour failed: {exc!r}"}))
+        if reply.delay_s > 0:
+            await asyncio.sleep(reply.delay_s)
+        self.recorder.record(Arrival(t, key, ids, reply.status, headers, path, query), len(body))
+        await _respond(send, reply.status, reply.body, reply.headers)
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None when the client went away first."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, headers: tuple[tuple[str, str], ...] = ()
+) -> None:
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    if not any(k == b"content-type" for k, _ in raw):
+        raw.append(_JSON)
+    raw.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    # Binding here, not in uvicorn, makes a busy port an OSError for the caller (uvicorn
+    # would log it and sys.exit) and gives the real port at once when port=0.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family)
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}/hook" if ":" in host else f"http://{host}:{port}/hook"
+
+
+def _config(app: SinkApp, sock: socket.socket) -> uvicorn.Config:
+    host, port = sock.getsockname()[:2]
+    # log_config=None: uvicorn's loggers propagate to whatever the caller configured.
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        ws="none",
+    )
+
+
+class Sink:
+    """A receiver served by uvicorn in a daemon thread, for tests and the demo.
+
+    ``start()`` returns once the socket is listening; ``url`` is then final. ``behaviour``
+    may be reassigned while running. Binds to loopback unless told otherwise.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        behaviour: Behaviour | None = None,
+        keep_arrivals: bool = True,
+    ) -> None:
+        self.host, self.port = host, port
+        self.recorder = Recorder(keep_arrivals)
+        self.app = SinkApp(self.recorder, behaviour)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._url: str | None = None
+
+    @property
+    def behaviour(self) -> Behaviour:
+        return self.app.behaviour
+
+    @behaviour.setter
+    def behaviour(self, behaviour: Behaviour | None) -> None:
+        self.app.behaviour = behaviour or accept
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>/hook``; only known once started."""
+        if self._url is None:
+            raise RuntimeError("the sink has no URL before start(): call start() first.")
+        return self._url
+
+    def start(self, timeout_s: float = 10.0) -> Sink:
+        """Listen and serve; raises OSError when the address cannot be bound."""
+        if self._thread is not None:
+            raise RuntimeError(f"the sink at {self._url} is already started.")
+        sock = _listen(self.host, self.port)
+        self.port = sock.getsockname()[1]
+        self._url = _url(sock)
+        server = uvicorn.Server(_config(self.app, sock))
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name=f"sink-{self.port}", daemon=True
+        )
+        self._server, self._thread = server, thread
+        thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(
+                    f"the sink on {self._url} did not start within {timeout_s} s: "
+                    "see the uvicorn error logged above."
+                )
+            time.sleep(0.002)
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop serving: in-flight requests get ``timeout_s`` to finish; then they are
+        cancelled unrecorded and unanswered (uvicorn logs each as an error)."""
+        server, thread = self._server, self._thread
+        if server is None or thread is None:
+            return
+        server.should_exit = True
+        thread.join(timeout_s)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(2.0)
+        self._server = self._thread = None
+
+    def __enter__(self) -> Sink:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class _ForegroundServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self._on_started is not None:
+            self._on_started()
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        # uvicorn's own handler re-raises the signal after shutting down (killing the
+        # process on SIGTERM); serve() promises to return instead.
+        self.force_exit = self.should_exit
+        self.should_exit = True
+
+
+def serve(
+    host: str,
+    port: int,
+    *,
+    behaviour: Behaviour | None = None,
+    keep_arrivals: bool = False,
+    on_started: Callable[[str], None] | None = None,
+) -> None:
+    """Serve a sink in the foreground until Ctrl-C or SIGTERM, then return.
+
+    ``on_started(url)`` is called once the sink answers requests. Raises OSError when the
+    address cannot be bound.
+    """
+    sock = _listen(host, port)
+    url = _url(sock)
+    app = SinkApp(Recorder(keep_arrivals), behaviour)
+    started = (lambda: on_started(url)) if on_started is not None else None
+    _ForegroundServer(_config(app, sock), started).run(sockets=[sock])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m cluster.sink", description="A hookcast receiver in the foreground."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--fail-rate", type=float, default=0.0, help="fraction answered 500")
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--rps", type=float, default=None, help="answer 429 above this rate")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    behaviour = make_behaviour(
+        failure_rate=args.fail_rate, latency_ms=args.latency_ms, rps=args.rps
+    )
+    serve(
+        args.host,
+        args.port,
+        behaviour=behaviour,
+        on_started=lambda url: print(f"listening on {url}", flush=True),
+    )
+
+
+if __name__ == "__main__":
+    main()
