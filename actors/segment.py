@@ -100,8 +100,17 @@ def count_source_files(source: str) -> int:
     return 1
 
 
+_MISSING_COLUMN = re.compile(r'Referenced column "([^"]+)" not found')
+
+
 def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    """DuckDB's message, short: its first line, without the error class prefix."""
+    text = str(exc).strip()
+    missing = _MISSING_COLUMN.search(text)
+    if missing:
+        return f'column "{missing.group(1)}" not found'
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return re.sub(r"^[A-Za-z ]+Error: ", "", first)
 
 
 class Segment:

@@ -484,6 +484,7 @@ def serve(
     behaviour: Behaviour | None = None,
     keep_arrivals: bool = False,
     on_started: Callable[[str], None] | None = None,
+    recorder: Recorder | None = None,
 ) -> None:
     """Serve a sink in the foreground until Ctrl-C or SIGTERM, then return.
 
@@ -492,7 +493,7 @@ def serve(
     """
     sock = _listen(host, port)
     url = _url(sock)
-    app = SinkApp(Recorder(keep_arrivals), behaviour)
+    app = SinkApp(recorder or Recorder(keep_arrivals), behaviour)
     started = (lambda: on_started(url)) if on_started is not None else None
     _ForegroundServer(_config(app, sock), started).run(sockets=[sock])
 

@@ -1,0 +1,418 @@
+"""The `hookcast` command line: parsing, progress, tables, exit codes. No business logic.
+
+Exit codes (SPEC §5): 0 every contact delivered; 1 the run finished but some batches were
+dead-lettered or skipped; 2 the job was rejected before sending; 3 interrupted, resumable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+
+from actors.errors import HookcastError
+from cli import output
+from cluster.broadcast import RunSummary
+
+app = typer.Typer(
+    name="hookcast",
+    help="Broadcast an audience to a webhook, up to 500 contacts per request, on Ray.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+runs_app = typer.Typer(help="Past runs, from the ledger.", invoke_without_command=True)
+app.add_typer(runs_app, name="runs")
+
+EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_INTERRUPTED = 0, 1, 2, 3
+_EXIT_BY_STATUS = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}
+
+JobArg = Annotated[Path, typer.Argument(help="The job file (YAML).", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object, nothing else.")]
+StateDirOpt = Annotated[
+    Path,
+    typer.Option(
+        "--state-dir",
+        envvar="HOOKCAST_HOME",
+        help="Where the ledger and schedules live.",
+        show_default="~/.hookcast",
+    ),
+]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        envvar="RAY_ADDRESS",
+        help="An existing Ray cluster (ray://host:10001, host:6379, auto). "
+        "Default: an embedded local Ray on 127.0.0.1.",
+    ),
+]
+SendersOpt = Annotated[
+    int | None,
+    typer.Option("--senders", min=1, max=256, help="Sender actors. Default: one per CPU."),
+]
+DEFAULT_STATE_DIR = Path("~/.hookcast")
+
+
+@app.callback()
+def main_options(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log each phase, and show Ray's own output.")
+    ] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    _options["verbose"] = verbose
+
+
+_options: dict[str, bool] = {"verbose": False}
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Our own errors become one readable line and exit code 2; no traceback."""
+    try:
+        yield
+    except HookcastError as exc:
+        output.error(str(exc))
+        raise typer.Exit(EXIT_REJECTED) from None
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """Ctrl-C or SIGTERM stops fetching new batches; a second Ctrl-C exits at once."""
+    stop = threading.Event()
+
+    def handle(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        output.errors.print(
+            "[yellow]stopping: letting requests in flight finish (Ctrl-C again to quit now)"
+        )
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _ledger(state_dir: Path):
+    from cluster.ledger import Ledger
+
+    return Ledger(state_dir.expanduser())
+
+
+def _connect(address: str | None) -> None:
+    from cluster.connect import connect
+
+    with output.errors.status("starting Ray" if not address else f"connecting to {address}"):
+        connect(address, verbose=_options["verbose"])
+
+
+def _broadcast(start: Callable[..., RunSummary], label: str, json_out: bool) -> None:
+    """Run a broadcast with a progress bar (or silently with --json); exit by its status."""
+    bar = None if json_out else output.RunBar(label)
+    with _stop_on_signals() as stop:
+        try:
+            summary = start(
+                on_planned=bar.start if bar else None,
+                on_progress=bar.update if bar else None,
+                stop=stop,
+            )
+        finally:
+            if bar:
+                bar.stop()
+    if json_out:
+        output.print_json(summary.to_dict())
+    else:
+        output.print_summary(summary)
+        if summary.status == "interrupted":
+            output.errors.print(f"resume it with: hookcast resume {summary.run_id}")
+        elif summary.failed_batches:
+            output.errors.print(
+                f"see the dead letters with: hookcast runs show {summary.run_id}; "
+                f"resend them with: hookcast replay {summary.run_id}"
+            )
+    raise typer.Exit(_EXIT_BY_STATUS.get(summary.status, EXIT_FAILED))
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+@app.command()
+def validate(job: JobArg) -> None:
+    """Check the job file and its audience without sending anything."""
+    from cluster.job import load_job
+    from cluster.runs import preview
+
+    with _user_errors():
+        loaded = load_job(job)
+        result = preview(loaded, 0)
+    output.console.print(
+        f"[green]✓[/] {job} is valid: {result.contacts:,} contacts in {result.batches:,} "
+        f"batches of up to {loaded.spec.batch_size} "
+        f"({result.info.files} source file{'s' if result.info.files != 1 else ''})."
+    )
+
+
+@app.command()
+def preview(
+    job: JobArg,
+    batches: Annotated[int, typer.Option("--batches", "-n", min=0, help="Bodies to print.")] = 1,
+    pretty: Annotated[bool, typer.Option("--pretty", help="Indent the JSON bodies.")] = False,
+) -> None:
+    """Print the first request bodies exactly as they would be sent (secrets redacted)."""
+    from actors.redact import redact
+    from cluster.job import load_job
+    from cluster.runs import batch_key
+    from cluster.runs import preview as make_preview
+
+    with _user_errors():
+        loaded = load_job(job)
+        result = make_preview(loaded, batches)
+    webhook = loaded.spec.webhook
+    # Plain text, byte for byte: this is what the endpoint would receive.
+    for seq, body in enumerate(result.bodies):
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": batch_key(f"{loaded.spec.name}-<run>", seq),
+            **webhook.headers,
+        }
+        typer.echo(f"POST {redact(webhook.url, loaded.secrets)}")
+        for name, value in headers.items():
+            typer.echo(f"{name}: {redact(value, loaded.secrets)}")
+        typer.echo("")
+        text = orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2) if pretty else body
+        typer.echo(text.decode())
+        typer.echo("")
+    typer.echo(
+        f"audience: {result.contacts:,} contacts in {result.batches:,} batches of up to "
+        f"{loaded.spec.batch_size}"
+    )
+
+
+@app.command()
+def run(
+    job: JobArg,
+    json_out: JsonOpt = False,
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    address: AddressOpt = None,
+    senders: SendersOpt = None,
+) -> None:
+    """Run the broadcast now, in the foreground, with a progress bar."""
+    from cluster.job import load_job
+    from cluster.runs import start_run
+    from cluster.runs import validate as check
+
+    with _user_errors():
+        loaded = load_job(job)
+        check(loaded)
+        ledger = _ledger(state_dir)
+        _connect(address)
+        _broadcast(
+            lambda **kw: start_run(loaded, ledger, senders=senders, **kw),
+            loaded.spec.name,
+            json_out,
+        )
+
+
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run to finish (a unique prefix will do).")],
+    json_out: JsonOpt = False,
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    address: AddressOpt = None,
+    senders: SendersOpt = None,
+) -> None:
+    """Finish an interrupted run: send only the batches never acknowledged, same keys."""
+    from cluster.runs import resume_run
+
+    with _user_errors():
+        ledger = _ledger(state_dir)
+        ledger.get_run(run_id)
+        _connect(address)
+        _broadcast(lambda **kw: resume_run(ledger, run_id, senders=senders, **kw), run_id, json_out)
+
+
+@app.command()
+def replay(
+    run_id: Annotated[str, typer.Argument(help="The run whose dead letters to resend.")],
+    url: Annotated[
+        str | None, typer.Option("--url", help="Send to this URL instead (a staging endpoint).")
+    ] = None,
+    json_out: JsonOpt = False,
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    address: AddressOpt = None,
+    senders: SendersOpt = None,
+) -> None:
+    """Resend only the dead-lettered batches of a run, with their original keys."""
+    from cluster.runs import replay_run
+
+    with _user_errors():
+        ledger = _ledger(state_dir)
+        ledger.get_run(run_id)
+        _connect(address)
+        _broadcast(
+            lambda **kw: replay_run(ledger, run_id, url=url, senders=senders, **kw),
+            run_id,
+            json_out,
+        )
+
+
+@runs_app.callback()
+def runs(
+    ctx: typer.Context,
+    json_out: JsonOpt = False,
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    job: Annotated[str | None, typer.Option("--job", help="Only this job's runs.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
+) -> None:
+    """List past runs (newest first); `hookcast runs show RUN` for one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with _user_errors():
+        records = _ledger(state_dir).list_runs(limit=limit, job=job)
+    if json_out:
+        output.print_json([r.to_dict() for r in records])
+    elif not records:
+        output.console.print(f"no runs yet in {state_dir}")
+    else:
+        output.print_runs(records)
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="The run (a unique prefix will do).")],
+    json_out: JsonOpt = False,
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+) -> None:
+    """One run with its failed batches (dead-lettered, skipped, unfinished)."""
+    from cluster.ledger import BatchStatus
+
+    with _user_errors():
+        ledger = _ledger(state_dir)
+        record = ledger.get_run(run_id)
+        not_delivered = [s for s in BatchStatus if s != BatchStatus.DELIVERED]
+        failed = ledger.batches(record.run_id, not_delivered)
+    if json_out:
+        output.print_json({**record.to_dict(), "failed": [_batch_dict(b) for b in failed]})
+    else:
+        output.print_run(record, failed)
+
+
+def _batch_dict(batch) -> dict:
+    from dataclasses import asdict
+
+    return asdict(batch)
+
+
+@app.command()
+def sink(
+    port: Annotated[int, typer.Option("--port", "-p", help="0 picks a free port.")] = 8080,
+    host: Annotated[str, typer.Option("--host", help="Loopback unless you mean it.")] = "127.0.0.1",
+    fail_rate: Annotated[
+        float, typer.Option("--fail-rate", min=0.0, max=1.0, help="Fraction answered 500.")
+    ] = 0.0,
+    latency_ms: Annotated[float, typer.Option("--latency-ms", min=0.0)] = 0.0,
+    rps: Annotated[
+        float | None, typer.Option("--rps", min=0.1, help="Answer 429 above this rate.")
+    ] = None,
+) -> None:
+    """A local receiver to test against: counts requests and contacts, checks duplicates."""
+    from cluster.sink import Recorder, make_behaviour, serve
+
+    recorder = Recorder(keep_arrivals=False)
+    try:
+        serve(
+            host,
+            port,
+            behaviour=make_behaviour(failure_rate=fail_rate, latency_ms=latency_ms, rps=rps),
+            recorder=recorder,
+            on_started=lambda url: output.console.print(
+                f"listening on {url}  (counts: GET {url.rsplit('/', 1)[0]}/_stats; Ctrl-C to stop)"
+            ),
+        )
+    except OSError as exc:
+        output.error(f"cannot listen on {host}:{port}: {exc.strerror}; try another --port.")
+        raise typer.Exit(EXIT_REJECTED) from None
+    stats = recorder.snapshot()
+    output.console.print(
+        f"received {stats['requests']:,} requests, {stats['contacts']:,} contacts "
+        f"({stats['unique_ids']:,} unique, {stats['duplicate_ids']:,} duplicates)"
+    )
+
+
+@app.command()
+def demo(
+    contacts: Annotated[int, typer.Option("--contacts", min=1, help="Audience size.")] = 5000,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Keep the sample files here (default: temp).")
+    ] = None,
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+) -> None:
+    """The quick start: a sample audience, a local receiver, a broadcast on embedded Ray."""
+    from cluster.demo import write_demo
+    from cluster.job import load_job
+    from cluster.runs import start_run
+    from cluster.sink import OK, Sink
+
+    sample: list[bytes] = []
+
+    def keep_first(request) -> object:
+        if not sample:
+            sample.append(request.body)
+        return OK
+
+    with contextlib.ExitStack() as stack:
+        folder = directory or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        receiver = stack.enter_context(Sink(behaviour=keep_first, keep_arrivals=False))
+        job_path = write_demo(folder, receiver.url, contacts=contacts)
+        output.console.print(
+            f"[bold]demo[/]: {contacts:,} sample contacts in {folder / 'contacts.parquet'}, "
+            f"job {job_path}, receiver at {receiver.url}"
+        )
+        with _user_errors():
+            loaded = load_job(job_path)
+            ledger = _ledger(state_dir)
+            _connect(None)
+            bar = output.RunBar("demo")
+            with _stop_on_signals() as stop:
+                try:
+                    summary = start_run(
+                        loaded, ledger, on_planned=bar.start, on_progress=bar.update, stop=stop
+                    )
+                finally:
+                    bar.stop()
+        stats = receiver.recorder.snapshot()
+    output.print_summary(summary)
+    output.console.print(
+        f"[bold]the receiver got[/] {stats['requests']:,} requests carrying "
+        f"{stats['contacts']:,} contacts ({stats['unique_ids']:,} unique, "
+        f"{stats['duplicate_ids']:,} duplicates)"
+    )
+    if sample:
+        first = orjson.loads(sample[0])
+        output.console.print(f"[bold]one element of the first request[/] (of {len(first)}):")
+        output.console.print_json(orjson.dumps(first[0]).decode())
+    raise typer.Exit(_EXIT_BY_STATUS.get(summary.status, EXIT_FAILED))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

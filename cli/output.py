@@ -1,0 +1,192 @@
+"""How results look: rich tables and progress bars for people, one JSON object for scripts."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable
+from datetime import datetime
+
+import orjson
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from cluster.broadcast import Progress as RunProgress
+from cluster.broadcast import RunSummary
+from cluster.ledger import BatchRecord, RunRecord
+
+console = Console(highlight=False)
+errors = Console(stderr=True, highlight=False)
+
+_STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "interrupted": "yellow",
+    "running": "cyan",
+    "delivered": "green",
+    "dead_lettered": "red",
+    "skipped": "yellow",
+}
+
+
+def print_json(value: object) -> None:
+    """One JSON object on stdout, nothing else."""
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.flush()
+
+
+def error(message: str) -> None:
+    errors.print(Text("error: ", style="bold red") + Text(message))
+
+
+def _when(epoch_s: float | None) -> str:
+    return "" if not epoch_s else datetime.fromtimestamp(epoch_s).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _status(status: str) -> Text:
+    return Text(status, style=_STATUS_STYLE.get(status, ""))
+
+
+class _RequestRate(ProgressColumn):
+    """Requests per second since the start."""
+
+    def __init__(self, run: RunProgress) -> None:
+        super().__init__()
+        self.run = run
+        self.started = time.monotonic()
+
+    def render(self, task: Task) -> Text:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        return Text(f"{self.run.requests / elapsed:,.0f} req/s", style="cyan")
+
+
+class RunBar:
+    """A progress bar over a run's contacts: delivered / total, requests/s, ETA."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._progress: Progress | None = None
+        self._task = None
+
+    def start(self, run: RunProgress) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("contacts"),
+            _RequestRate(run),
+            TextColumn("{task.fields[failed]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=errors,
+            transient=False,
+        )
+        self._task = self._progress.add_task(
+            self.label, total=run.contacts, completed=run.delivered_contacts, failed=""
+        )
+        self._progress.start()
+
+    def update(self, run: RunProgress) -> None:
+        if self._progress is None:
+            return
+        failed = run.failed_batches + run.skipped_batches
+        self._progress.update(
+            self._task,
+            completed=run.delivered_contacts,
+            failed=f"[red]{failed} failed[/]" if failed else "",
+        )
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def print_summary(summary: RunSummary) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("run", summary.run_id)
+    table.add_row("status", _status(summary.status))
+    table.add_row("contacts", f"{summary.delivered_contacts:,} of {summary.contacts:,} delivered")
+    table.add_row(
+        "batches",
+        f"{summary.delivered_batches:,} delivered, {summary.failed_batches:,} dead-lettered, "
+        f"{summary.skipped_batches:,} skipped, of {summary.batches:,}",
+    )
+    table.add_row("requests", f"{summary.requests:,} ({summary.retries:,} retries)")
+    table.add_row(
+        "time",
+        f"{summary.duration_s:.2f} s, {summary.contacts_per_s:,.0f} contacts/s, "
+        f"{summary.requests_per_s:,.1f} requests/s",
+    )
+    if summary.note:
+        table.add_row("note", summary.note)
+    console.print(table)
+
+
+def print_runs(runs: Iterable[RunRecord]) -> None:
+    table = Table(title="runs")
+    for column in (
+        "run id",
+        "job",
+        "status",
+        "contacts",
+        "batches",
+        "failed",
+        "retries",
+        "started",
+        "duration",
+    ):
+        table.add_column(column, justify="right" if column in ("contacts", "retries") else "left")
+    for run in runs:
+        table.add_row(
+            run.run_id,
+            run.job,
+            _status(run.status),
+            f"{run.delivered_contacts:,}/{run.contacts:,}",
+            f"{run.delivered_batches:,}/{run.batches:,}",
+            str(run.failed_batches + run.skipped_batches),
+            str(run.retries),
+            _when(run.created_at),
+            "" if run.duration_s is None else f"{run.duration_s:.1f} s",
+        )
+    console.print(table)
+
+
+def print_run(run: RunRecord, failed: list[BatchRecord]) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for name, value in run.to_dict().items():
+        if value is not None and value != "":
+            shown = _when(value) if name in ("created_at", "finished_at") else str(value)
+            table.add_row(name, _status(shown) if name == "status" else shown)
+    console.print(table)
+    if not failed:
+        return
+    batches = Table(title=f"{len(failed)} batches not delivered")
+    for column in ("seq", "ids", "contacts", "status", "http", "attempts", "reason"):
+        batches.add_column(column)
+    for batch in failed:
+        batches.add_row(
+            str(batch.seq),
+            f"{batch.first_id}..{batch.last_id}",
+            str(batch.contacts),
+            _status(batch.status),
+            "" if batch.http_status is None else str(batch.http_status),
+            str(batch.attempts),
+            (batch.reason or "")[:120],
+        )
+    console.print(batches)
