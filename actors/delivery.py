@@ -49,7 +49,7 @@ def parse_retry_after(value: str | None, now_epoch_s: float) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)

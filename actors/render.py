@@ -84,6 +84,9 @@ def _value(expr: str, duck_type: DuckType) -> str:
         return f"to_json(strftime({expr}, {sql_string(TIMESTAMP_FORMAT)}))"
     if kind == "struct":
         return f"CASE WHEN {expr} IS NOT NULL THEN '{{' || {_members(expr, duck_type)} || '}}' END"
+    if kind in ("double", "float"):
+        # NaN and infinities have no JSON form: they are dropped like nulls.
+        return f"to_json(CASE WHEN isfinite({expr}) THEN {expr} END)"
     if kind == "map":
         return f"CASE WHEN {expr} IS NOT NULL THEN '{{' || {_map_members(expr)} || '}}' END"
     return f"to_json({expr})"

@@ -233,7 +233,7 @@ class Segment:
     # -- streaming -------------------------------------------------------------------------
 
     def stream(self, frozen: pa.Array, seqs: Sequence[int] | None = None) -> Iterator[pa.Table]:
-        """One table (``id``, ``tail``) per wanted batch, in ``seqs`` order (all by default).
+        """One table (``id``, ``tail``) per wanted batch (all by default), in batch order.
 
         Two passes keep memory flat whatever the audience size: the first renders every
         candidate row in one streaming scan (no sort) and spills it into buckets of
@@ -362,6 +362,8 @@ def group_batches(chunks: Iterable[pa.RecordBatch], wanted: Sequence[int]) -> It
     for chunk in chunks:
         seqs = chunk.column("seq")
         n = len(seqs)
+        if n == 0:
+            continue
         changes = pc.indices_nonzero(pc.not_equal(seqs.slice(1), seqs.slice(0, n - 1)))
         cuts = [0, *(i + 1 for i in changes.to_pylist()), n]
         rows = chunk.select(["id", TAIL_COLUMN])

@@ -64,31 +64,35 @@ def stop_process(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def sample_tree(root: psutil.Process, seen: dict[int, psutil.Process]) -> tuple[int, int]:
-    """(sum, largest) RSS in bytes of `root` and its descendants; any may exit mid-sample."""
+def sample_tree(root: psutil.Process, seen: dict[int, psutil.Process]) -> tuple[int, int, str]:
+    """RSS in bytes of `root` and its descendants: (sum, largest, the largest's name)."""
     try:
         tree = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0, 0
+        return 0, 0, ""
     sizes = []
-    for proc in tree:
+    for proc in tree:  # any of them may exit mid-sample
         seen.setdefault(proc.pid, proc)
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-            sizes.append(proc.memory_info().rss)
-    return sum(sizes), max(sizes, default=0)
+            sizes.append((proc.memory_info().rss, proc.name()))
+    largest = max(sizes, default=(0, ""))
+    return sum(rss for rss, _ in sizes), *largest
 
 
 def run_sampled(cmd: list[str], receiver: psutil.Process, stderr_log: Path) -> dict[str, Any]:
     """Run `cmd` to its exit, timing it and sampling the RSS of its process tree."""
     peak_total = peak_single = peak_receiver = 0
+    largest = ""
     seen: dict[int, psutil.Process] = {}
     with tempfile.TemporaryFile("w+") as stdout, stderr_log.open("w") as stderr:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=stdout, stderr=stderr, text=True)
         root = psutil.Process(proc.pid)
         while True:
-            total, single = sample_tree(root, seen)
-            peak_total, peak_single = max(peak_total, total), max(peak_single, single)
+            total, single, name = sample_tree(root, seen)
+            peak_total = max(peak_total, total)
+            if single > peak_single:
+                peak_single, largest = single, name
             peak_receiver = max(peak_receiver, receiver.memory_info().rss)
             try:
                 exit_code = proc.wait(SAMPLE_S)  # returns within ~50 ms of the exit
@@ -107,6 +111,7 @@ def run_sampled(cmd: list[str], receiver: psutil.Process, stderr_log: Path) -> d
         "summary": parse_summary(output),
         "peak_total_rss_mb": peak_total / MB,
         "peak_single_rss_mb": peak_single / MB,
+        "largest_process": largest,
         "receiver_peak_rss_mb": peak_receiver / MB,
         "processes": len(seen),
         "leftover_pids": [p.pid for p in alive],
@@ -114,18 +119,16 @@ def run_sampled(cmd: list[str], receiver: psutil.Process, stderr_log: Path) -> d
 
 
 def parse_summary(text: str) -> dict[str, Any]:
-    """The one JSON object the tool printed; {} when there is none."""
-    for candidate in (text, *reversed(text.splitlines())):
-        try:
-            value = json.loads(candidate)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(value, dict):
-            return value
-    return {}
+    """The one JSON object the tool printed; {} when it printed none (it crashed)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return {}
 
 
-def measure(cmd: list[str], contacts: int, url: str, receiver: psutil.Process, log_path: Path):
+def measure(
+    cmd: list[str], contacts: int, url: str, receiver: psutil.Process, log_path: Path
+) -> dict[str, Any]:
     """Run one side, then verify what the receiver got and reset it."""
     run = run_sampled(cmd, receiver, log_path)
     base = url.rsplit("/", 1)[0]
@@ -167,7 +170,7 @@ def hookcast_command(work: Path, source: Path, url: str, args: argparse.Namespac
             "identities": ["wechat.openId", "wechat.unionId"],
             "custom": {"a1": "1", "a2": "2"},
         },
-        "audience": {"source": str(source.resolve())},
+        "audience": {"source": str(source)},
         "batch_size": args.batch_size,
         "rate_limit": {"max_in_flight": args.concurrency},
     }
@@ -176,34 +179,44 @@ def hookcast_command(work: Path, source: Path, url: str, args: argparse.Namespac
     return [str(hookcast), "run", str(work / "job.yaml"), "--json", "--state-dir", str(work)]
 
 
-def compare(args: argparse.Namespace, url: str, receiver: psutil.Process, log: Console):
+def measure_hookcast(
+    args: argparse.Namespace, source: Path, contacts: int, url: str, receiver: psutil.Process
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="hookcast-bench-") as work:
+        cmd = hookcast_command(Path(work), source, url, args)
+        return measure(cmd, contacts, url, receiver, args.out / f"hookcast-{contacts}.log")
+
+
+def compare(
+    args: argparse.Namespace, url: str, receiver: psutil.Process, log: Console
+) -> dict[str, Any]:
     source = ensure_audience(args.out, args.contacts, args.seed, log)
     runs: dict[str, dict[str, Any]] = {}
     if not args.skip_baseline:
         log.print(f"running the baseline on {args.contacts:,} contacts")
         cmd = baseline_command(source, url, args)
-        runs["baseline"] = measure(cmd, args.contacts, url, receiver, args.out / "baseline.log")
-    with tempfile.TemporaryDirectory(prefix="hookcast-bench-") as work:
-        log.print(f"running hookcast on {args.contacts:,} contacts")
-        cmd = hookcast_command(Path(work), source, url, args)
-        runs["hookcast"] = measure(cmd, args.contacts, url, receiver, args.out / "hookcast.log")
+        log_path = args.out / f"baseline-{args.contacts}.log"
+        runs["baseline"] = measure(cmd, args.contacts, url, receiver, log_path)
+    log.print(f"running hookcast on {args.contacts:,} contacts")
+    runs["hookcast"] = measure_hookcast(args, source, args.contacts, url, receiver)
     ratios = {}
     if "baseline" in runs and runs["baseline"]["contacts_per_s"]:
         speedup = runs["hookcast"]["contacts_per_s"] / runs["baseline"]["contacts_per_s"]
         ratios["hookcast/baseline contacts/s (end to end)"] = speedup
-    return runs, ratios, all(r["verified"] for r in runs.values())
+    title = f"{args.contacts:,} contacts, batch {args.batch_size}, concurrency {args.concurrency}"
+    ok = all(r["verified"] for r in runs.values())
+    return {"title": title, "runs": runs, "ratios": ratios, "ok": ok}
 
 
-def sweep_memory(args: argparse.Namespace, url: str, receiver: psutil.Process, log: Console):
+def sweep_memory(
+    args: argparse.Namespace, url: str, receiver: psutil.Process, log: Console
+) -> dict[str, Any]:
     sizes = sorted(int(s) for s in args.memory_sweep.split(","))
     runs: dict[str, dict[str, Any]] = {}
     for size in sizes:
         source = ensure_audience(args.out, size, args.seed, log)
-        with tempfile.TemporaryDirectory(prefix="hookcast-bench-") as work:
-            log.print(f"running hookcast on {size:,} contacts")
-            cmd = hookcast_command(Path(work), source, url, args)
-            log_path = args.out / f"hookcast-{size}.log"
-            runs[f"{size:,}"] = measure(cmd, size, url, receiver, log_path)
+        log.print(f"running hookcast on {size:,} contacts")
+        runs[f"{size:,}"] = measure_hookcast(args, source, size, url, receiver)
     smallest, largest = runs[f"{sizes[0]:,}"], runs[f"{sizes[-1]:,}"]
     growth = largest["peak_total_rss_mb"] / smallest["peak_total_rss_mb"]
     ratios = {
@@ -212,7 +225,9 @@ def sweep_memory(args: argparse.Namespace, url: str, receiver: psutil.Process, l
             largest["peak_single_rss_mb"] / smallest["peak_single_rss_mb"]
         ),
     }
-    return runs, ratios, all(r["verified"] for r in runs.values()) and growth <= SWEEP_TARGET
+    title = f"hookcast memory sweep, batch {args.batch_size}, concurrency {args.concurrency}"
+    ok = all(r["verified"] for r in runs.values()) and growth <= SWEEP_TARGET
+    return {"title": title, "runs": runs, "ratios": ratios, "ok": ok}
 
 
 def describe_machine() -> dict[str, Any]:
@@ -243,6 +258,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         ("requests/s (end to end)", "requests_per_s", "{:,.1f}"),
         ("peak total RSS MB", "peak_total_rss_mb", "{:,.0f}"),
         ("peak single-process RSS MB", "peak_single_rss_mb", "{:,.0f}"),
+        ("largest process", "largest_process", "{}"),
         ("processes seen", "processes", "{}"),
         ("receiver peak RSS MB (not counted)", "receiver_peak_rss_mb", "{:,.0f}"),
     ]
@@ -283,26 +299,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.out = args.out.resolve()  # the subprocesses run in the repository, not here
     args.out.mkdir(parents=True, exist_ok=True)
     log = Console(stderr=True)  # progress goes to stderr so --json output stays clean
     receiver, url = start_receiver()
     try:
         run_all = sweep_memory if args.memory_sweep else compare
-        runs, ratios, ok = run_all(args, url, psutil.Process(receiver.pid), log)
+        report = run_all(args, url, psutil.Process(receiver.pid), log)
     finally:
         stop_process(receiver)
-    title = (
-        f"hookcast memory sweep, batch {args.batch_size}, concurrency {args.concurrency}"
-        if args.memory_sweep
-        else f"{args.contacts:,} contacts, batch {args.batch_size}, concurrency {args.concurrency}"
-    )
-    report = {"title": title, "runs": runs, "ratios": ratios, "ok": ok}
     report["machine"] = describe_machine()
     if args.json:
         print(json.dumps(report))
     else:
         print_report(report, Console())
-    return 0 if ok else 1
+    return 0 if report["ok"] else 1
 
 
 if __name__ == "__main__":

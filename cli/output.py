@@ -47,7 +47,7 @@ def print_json(value: object) -> None:
 
 
 def error(message: str) -> None:
-    errors.print(Text("error: ", style="bold red") + Text(message))
+    errors.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
 
 
 def _when(epoch_s: float | None) -> str:

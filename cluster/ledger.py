@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import socket
 import sqlite3
 import time
@@ -141,6 +142,11 @@ _RUN_COLUMNS = [f.name for f in fields(RunRecord)]
 _BATCH_COLUMNS = [f.name for f in fields(BatchRecord)]
 
 
+def _like_prefix(text: str) -> str:
+    """A LIKE pattern matching strings that start with ``text`` literally."""
+    return re.sub(r"([\\%_])", r"\\\1", text) + "%"
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -238,9 +244,9 @@ class Ledger:
     def get_run(self, run_id: str) -> RunRecord:
         """The run whose id is ``run_id`` or starts with it (unique prefix)."""
         rows = self._db.execute(
-            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE run_id = ? OR run_id LIKE ? "
-            "ORDER BY run_id = ? DESC LIMIT 3",
-            (run_id, run_id.replace("%", "").replace("_", "\\_") + "%", run_id),
+            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs "
+            "WHERE run_id = ? OR run_id LIKE ? ESCAPE '\\' ORDER BY run_id = ? DESC LIMIT 3",
+            (run_id, _like_prefix(run_id), run_id),
         ).fetchall()
         if not rows:
             raise LedgerError(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import sys
 import threading
 import time
 from collections import Counter
@@ -17,14 +16,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-# bench/ is not an installed package; make the repo root importable however pytest is started.
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench import baseline  # noqa: E402
-from cluster.synth import ID_BASE, SCHEMA, write_audience, write_ids  # noqa: E402
-from tests.unit import seed_contacts  # noqa: E402
+from bench import baseline
+from cluster.synth import ID_BASE, SCHEMA, write_audience, write_ids
+from tests.unit import seed_contacts
 
 N = 5_000
 STRING_ATTRIBUTES = (

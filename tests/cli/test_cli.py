@@ -1,0 +1,196 @@
+"""The command line as a user drives it: exit codes, messages, --json, against a real receiver."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from cli.app import app
+from cluster.sink import Reply, Sink
+
+runner = CliRunner()
+
+COMMANDS = [
+    [],
+    ["demo"],
+    ["validate"],
+    ["preview"],
+    ["run"],
+    ["resume"],
+    ["replay"],
+    ["runs"],
+    ["runs", "show"],
+    ["sink"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "hookcast")
+def test_every_command_has_help(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def invoke(*args: str | Path, env: dict[str, str] | None = None):
+    return runner.invoke(app, [str(a) for a in args], env=env)
+
+
+def test_run_json_prints_one_summary_object(
+    sink: Sink, write_job, audience_5k: Path, tmp_path: Path
+) -> None:
+    job = write_job(sink.url, audience_5k)
+    result = invoke("run", job, "--json", "--state-dir", tmp_path / "state")
+    assert result.exit_code == 0, result.output
+    summary = orjson.loads(result.stdout)
+    for key in (
+        "run_id",
+        "job",
+        "contacts",
+        "batches",
+        "delivered_batches",
+        "failed_batches",
+        "retries",
+        "duration_s",
+        "contacts_per_s",
+    ):
+        assert key in summary
+    assert summary["contacts"] == 5000 and summary["batches"] == 10
+    assert summary["delivered_batches"] == 10 and summary["failed_batches"] == 0
+    assert sink.recorder.contacts == 5000
+
+    listed = invoke("runs", "--json", "--state-dir", tmp_path / "state")
+    assert listed.exit_code == 0
+    [run] = orjson.loads(listed.stdout)
+    assert run["run_id"] == summary["run_id"] and run["status"] == "succeeded"
+
+    shown = invoke(
+        "runs", "show", summary["run_id"][:-2], "--json", "--state-dir", tmp_path / "state"
+    )
+    assert shown.exit_code == 0
+    assert orjson.loads(shown.stdout)["failed"] == []
+
+
+def test_dead_lettered_run_exits_1_and_runs_show_lists_the_batches(
+    write_job, audience_5k: Path, tmp_path: Path
+) -> None:
+    with Sink(behaviour=lambda r: Reply(status=422, body=b"no such campaign")) as receiver:
+        result = invoke(
+            "run", write_job(receiver.url, audience_5k), "--json", "--state-dir", tmp_path / "state"
+        )
+    assert result.exit_code == 1
+    run_id = orjson.loads(result.stdout)["run_id"]
+    shown = invoke("runs", "show", run_id, "--json", "--state-dir", tmp_path / "state")
+    failed = orjson.loads(shown.stdout)["failed"]
+    assert len(failed) == 10
+    assert {b["status"] for b in failed} == {"dead_lettered"}
+    assert all(b["http_status"] == 422 and "no such campaign" in b["reason"] for b in failed)
+    human = invoke("runs", "show", run_id, "--state-dir", tmp_path / "state")
+    assert "10 batches not delivered" in human.output
+
+
+def test_validate_and_preview_send_nothing(sink: Sink, write_job, audience_5k: Path) -> None:
+    job = write_job(sink.url, audience_5k, webhook__headers={"X-Api-Key": "${HOOK_KEY}"})
+    env = {"HOOK_KEY": "s3cr3t-value"}
+    checked = invoke("validate", job, env=env)
+    assert checked.exit_code == 0, checked.output
+    assert "5,000 contacts in 10 batches" in checked.output
+
+    shown = invoke("preview", job, "--batches", "2", env=env)
+    assert shown.exit_code == 0, shown.output
+    assert "s3cr3t-value" not in shown.output
+    assert "X-Api-Key: ***" in shown.output
+    bodies = [line for line in shown.output.splitlines() if line.startswith("[")]
+    assert [len(orjson.loads(b)) for b in bodies] == [500, 500]
+    assert "audience: 5,000 contacts in 10 batches" in shown.output
+    assert sink.recorder.requests == 0
+
+
+def _bad_source(tmp_path: Path, kind: str) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if kind == "no-id":
+        path = tmp_path / "noid.parquet"
+        pq.write_table(pa.table({"name": ["a"]}), path)
+        return str(path)
+    if kind == "not-parquet":
+        path = tmp_path / "text.parquet"
+        path.write_text("id,name\n1,a\n")
+        return str(path)
+    return str(tmp_path / "nowhere" / "*.parquet")
+
+
+BAD_JOBS = {
+    "unknown key": ({"webhook__retries": 3}, "webhook.retries"),
+    "unknown top-level key": ({"batchsize": 3}, "batchsize"),
+    "missing url": ({"webhook__url": "DELETE"}, "webhook.url"),
+    "ftp url": ({"webhook__url": "ftp://example.com/x"}, "only http and https"),
+    "method GET": ({"webhook__method": "GET"}, "webhook.method"),
+    "format xml": ({"webhook__format": "xml"}, "webhook.format"),
+    "batch_size 0": ({"batch_size": 0}, "batch_size"),
+    "batch_size 501": ({"batch_size": 501}, "batch_size"),
+    "batch_size '500'": ({"batch_size": "500"}, "batch_size"),
+    "batch_size 2.5": ({"batch_size": 2.5}, "batch_size"),
+    "where and ids": (
+        {"audience__where": "ver > 1", "audience__ids": "ids.parquet"},
+        "audience.where and audience.ids",
+    ),
+    "where on a missing column": ({"audience__where": "tier = 'gold'"}, 'column "tier"'),
+    "missing env": (
+        {"webhook__headers": {"Authorization": "Bearer ${NO_SUCH_VAR_X}"}},
+        "NO_SUCH_VAR_X",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_JOBS, ids=str)
+def test_bad_job_is_rejected_before_any_request(
+    case: str, sink: Sink, write_job, delete, audience_5k: Path, tmp_path: Path
+) -> None:
+    changes, named = BAD_JOBS[case]
+    changes = {k: (delete if v == "DELETE" else v) for k, v in changes.items()}
+    result = invoke(
+        "run", write_job(sink.url, audience_5k, **changes), "--state-dir", tmp_path / "state"
+    )
+    assert result.exit_code == 2, result.output
+    assert named in result.output
+    assert "Traceback" not in result.output
+    assert sink.recorder.requests == 0
+
+
+@pytest.mark.parametrize("kind", ["no-id", "not-parquet", "no-file"])
+def test_bad_audience_source_is_rejected_naming_the_file(
+    kind: str, sink: Sink, write_job, tmp_path: Path
+) -> None:
+    source = _bad_source(tmp_path, kind)
+    result = invoke("run", write_job(sink.url, source), "--state-dir", tmp_path / "state")
+    assert result.exit_code == 2, result.output
+    assert "audience.source" in result.output
+    expected = {
+        "no-id": "no `id` column",
+        "not-parquet": "cannot be read as parquet",
+        "no-file": "matches no file",
+    }[kind]
+    assert expected in result.output
+    assert sink.recorder.requests == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("", "is empty"), ("- a\n- b\n", "must be a YAML mapping"), ("name: [x\n", "not valid YAML")],
+)
+def test_malformed_job_file_is_rejected(text: str, message: str, tmp_path: Path) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text(text)
+    result = invoke("validate", job)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_unknown_run_is_a_clear_error(tmp_path: Path) -> None:
+    result = invoke("runs", "show", "nope", "--state-dir", tmp_path / "state")
+    assert result.exit_code == 2
+    assert "no run nope" in result.output

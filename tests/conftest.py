@@ -1,0 +1,81 @@
+"""Fixtures shared by every test folder: a receiver on 127.0.0.1, job files, audiences."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cluster.sink import Sink
+from cluster.synth import write_audience
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One real Ray for the whole session: embedded on 127.0.0.1, or RAY_ADDRESS's cluster."""
+    import ray
+
+    from cluster.connect import connect
+
+    connect(os.environ.get("RAY_ADDRESS"), num_cpus=2, object_store_mb=256)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    """A real HTTP receiver on 127.0.0.1 that records every request."""
+    with Sink() as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="session")
+def audience_5k(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_audience(tmp_path_factory.mktemp("audience") / "contacts.parquet", 5000)
+
+
+@pytest.fixture
+def write_job(tmp_path: Path) -> Callable[..., Path]:
+    """Write a job file: a valid job for ``url`` and ``source``, updated by ``changes``."""
+
+    def write(url: str, source: Path | str, name: str = "job.yaml", **changes: object) -> Path:
+        job: dict = {
+            "name": "test-job",
+            "webhook": {"url": url, "timeout_s": 5},
+            "payload": {
+                "contact": True,
+                "identities": ["wechat.openId", "wechat.unionId"],
+                "custom": {"a1": "1", "a2": "2"},
+            },
+            "audience": {"source": str(source)},
+            "batch_size": 500,
+            "retry": {"max_attempts": 4, "backoff_base_s": 0.05, "backoff_max_s": 0.2},
+        }
+        for dotted, value in changes.items():
+            _set(job, dotted.split("__"), value)
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(job, allow_unicode=True, sort_keys=False))
+        return path
+
+    return write
+
+
+def _set(tree: dict, keys: list[str], value: object) -> None:
+    for key in keys[:-1]:
+        tree = tree.setdefault(key, {})
+    if value is _DELETE:
+        tree.pop(keys[-1], None)
+    else:
+        tree[keys[-1]] = value
+
+
+_DELETE = object()
+
+
+@pytest.fixture
+def delete() -> object:
+    """Pass as a change to ``write_job`` to remove a key."""
+    return _DELETE
