@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from actors.errors import AudienceError
-from actors.render import TAIL_COLUMN, DuckType, PayloadConfig, sql_string, tail_sql
+from actors.render import ELEMENT_COLUMN, DuckType, PayloadConfig, element_sql, sql_string
 
 _REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _GLOB = re.compile(r"[*?\[]")
@@ -184,7 +184,7 @@ class Segment:
                     f"(columns: {', '.join(id_columns)}): a static segment lists contact ids."
                 )
         self._check(
-            f"SELECT {tail_sql(columns, self.config.payload)} FROM {self._source} LIMIT 0",
+            f"SELECT {element_sql(columns, self.config.payload)} FROM {self._source} LIMIT 0",
             f"the payload cannot be built from {self.config.source}",
             "(see SPEC §2 for the column types hookcast understands)",
         )
@@ -232,14 +232,17 @@ class Segment:
 
     # -- streaming -------------------------------------------------------------------------
 
-    def stream(self, frozen: pa.Array, seqs: Sequence[int] | None = None) -> Iterator[pa.Table]:
-        """One table (``id``, ``tail``) per wanted batch (all by default), in batch order.
+    def stream(
+        self, frozen: pa.Array, seqs: Sequence[int] | None = None, chunk_batches: int = 1
+    ) -> Iterator[pa.Table]:
+        """The wanted batches (all by default) in batch order, ``chunk_batches`` at a time.
 
-        Two passes keep memory flat whatever the audience size: the first renders every
-        candidate row in one streaming scan (no sort) and spills it into buckets of
-        consecutive frozen positions; the second reads one bucket at a time, keeps only the
-        frozen contacts and orders them. A batch whose contacts have all left the source
-        comes as an empty table, so the consumer can count batches by position."""
+        Each table has ``seq``, ``id`` and ``element`` columns and holds the next
+        ``chunk_batches`` wanted seqs; a batch whose contacts have all left the source simply
+        has no rows. Two passes keep memory flat whatever the audience size: the first
+        renders every candidate row in one streaming scan (no sort) and spills it into
+        buckets of consecutive frozen positions; the second reads one bucket at a time,
+        keeps only the frozen contacts and orders them."""
         size = self.config.batch_size
         total = -(-len(frozen) // size)
         wanted = list(range(total)) if seqs is None else sorted(s for s in set(seqs) if s < total)
@@ -252,11 +255,11 @@ class Segment:
         with _Buckets(self._temp_dir, wanted_ids, self.config.bucket_rows) as buckets:
             for chunk in self._candidates(wanted_ids):
                 buckets.add(chunk)
-            chunks = (
+            ordered = (
                 _in_frozen_order(table, wanted_ids[lo:hi], positions[lo:hi], size)
                 for table, lo, hi in buckets.drain()
             )
-            yield from group_batches(chunks, wanted)
+            yield from pack_chunks(group_batches(ordered, wanted), wanted, chunk_batches)
 
     def _candidates(self, wanted_ids: np.ndarray) -> Iterator[pa.RecordBatch]:
         """Rendered rows that may belong to the wanted batches, in source order."""
@@ -265,11 +268,11 @@ class Segment:
             filters.append(f"({self.config.where})")
         if self.config.ids_path is not None:
             filters.append(f"s.id IN (SELECT id FROM {source_sql(self.config.ids_path)})")
-        tail = tail_sql(self.columns(), self.config.payload)
+        tail = element_sql(self.columns(), self.config.payload)
         con = self._con.cursor()
         try:
             yield from con.sql(
-                f"SELECT s.id::BIGINT AS id, {tail} AS {TAIL_COLUMN} FROM {self._source} s "
+                f"SELECT s.id::BIGINT AS id, {tail} AS {ELEMENT_COLUMN} FROM {self._source} s "
                 f"WHERE {' AND '.join(filters)}"
             ).to_arrow_reader(64 * 1024)
         finally:
@@ -280,17 +283,17 @@ def _in_frozen_order(
     table: pa.Table, ids: np.ndarray, positions: np.ndarray, batch_size: int
 ) -> pa.RecordBatch:
     """The bucket's rows that are frozen contacts, ordered by frozen position, with ``seq``."""
-    index = pc.index_in(table.column("id"), value_set=pa.array(ids))
-    kept = table.filter(pc.is_valid(index))
-    order = pc.sort_indices(pc.drop_null(index))
-    rows = kept.take(order)
-    slots = pc.drop_null(index).take(order).to_numpy()
-    seq = pa.array(positions[slots] // batch_size, pa.int64())
+    slot = pc.index_in(table.column("id"), value_set=pa.array(ids)).to_numpy(zero_copy_only=False)
+    member = np.flatnonzero(~np.isnan(slot))  # rows not in the frozen slice: gone or new
+    slots = slot[member].astype(np.int64)
+    order = np.argsort(slots, kind="stable")
+    rows = table.take(pa.array(member[order])).combine_chunks()
+    seq = pa.array(positions[slots[order]] // batch_size, pa.int64())
     return pa.RecordBatch.from_arrays(
-        [seq, *rows.combine_chunks().to_batches()[0].columns]
+        [seq, rows.column("id").chunk(0), rows.column(ELEMENT_COLUMN).chunk(0)]
         if rows.num_rows
         else [seq, pa.array([], pa.int64()), pa.array([], pa.string())],
-        names=["seq", "id", TAIL_COLUMN],
+        names=["seq", "id", ELEMENT_COLUMN],
     )
 
 
@@ -348,7 +351,7 @@ class _Buckets:
             yield table, lo, hi
 
 
-_BATCH_SCHEMA = pa.schema([("id", pa.int64()), (TAIL_COLUMN, pa.string())])
+_BATCH_SCHEMA = pa.schema([("id", pa.int64()), (ELEMENT_COLUMN, pa.string())])
 
 
 def group_batches(chunks: Iterable[pa.RecordBatch], wanted: Sequence[int]) -> Iterator[pa.Table]:
@@ -366,7 +369,7 @@ def group_batches(chunks: Iterable[pa.RecordBatch], wanted: Sequence[int]) -> It
             continue
         changes = pc.indices_nonzero(pc.not_equal(seqs.slice(1), seqs.slice(0, n - 1)))
         cuts = [0, *(i + 1 for i in changes.to_pylist()), n]
-        rows = chunk.select(["id", TAIL_COLUMN])
+        rows = chunk.select(["id", ELEMENT_COLUMN])
         for start, end in itertools.pairwise(cuts):
             seq = seqs[start].as_py()
             while current is not None and current < seq:
@@ -376,3 +379,20 @@ def group_batches(chunks: Iterable[pa.RecordBatch], wanted: Sequence[int]) -> It
     while current is not None:
         yield pa.Table.from_batches(pending, _BATCH_SCHEMA)
         pending, current = [], next(remaining, None)
+
+
+def pack_chunks(
+    batches: Iterable[pa.Table], wanted: Sequence[int], per_chunk: int
+) -> Iterator[pa.Table]:
+    """Concatenate ``per_chunk`` consecutive batches (with their ``seq``) into one table:
+    fewer, larger objects through Ray, whose per-object cost dwarfs a batch's own."""
+    group: list[pa.Table] = []
+    for seq, batch in zip(wanted, batches, strict=True):
+        seq_column = pa.array(np.full(batch.num_rows, seq, dtype=np.int64))
+        group.append(batch.add_column(0, "seq", seq_column))
+        if len(group) == per_chunk:
+            # Zero-copy: Ray's serializer sends only the sliced part of each buffer.
+            yield pa.concat_tables(group)
+            group = []
+    if group:
+        yield pa.concat_tables(group)

@@ -1,4 +1,4 @@
-"""A sender: turns one Arrow batch into the request body and POSTs it, once per call.
+"""A sender: turns the batches of an Arrow chunk into request bodies and POSTs each once.
 
 Retries are decided by the run's coordinator, which alone sees every sender, so limits hold
 across the pool. A sender keeps the bytes of a batch that may be retried, so a retry on the
@@ -7,19 +7,30 @@ same sender sends the same bytes.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
+import numpy as np
 import pyarrow as pa
 
 from actors.delivery import AttemptResult, Outcome, classify, parse_retry_after
 from actors.redact import redact
-from actors.render import TAIL_COLUMN, assemble_body
+from actors.render import ELEMENT_COLUMN, assemble_body, send_time_ms
 
 RESPONSE_EXCERPT_BYTES = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOrder:
+    """One request to make: batch ``seq`` of the chunk, with its key, as attempt ``attempt``."""
+
+    seq: int
+    key: str
+    attempt: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +68,10 @@ class Sender:
             )
         return self._client
 
-    def _body(self, key: str, batch: pa.Table) -> bytes:
+    def _body(self, key: str, elements: pa.Array) -> bytes:
         body = self._bodies.pop(key, None)
         if body is None:
-            body = assemble_body(_tails(batch), int(time.time() * 1000))
+            body = assemble_body(elements, send_time_ms())
         return body
 
     def _keep(self, key: str, body: bytes) -> None:
@@ -68,12 +79,23 @@ class Sender:
         while len(self._bodies) > self._body_cache_size:
             self._bodies.popitem(last=False)
 
-    async def deliver(self, batch: pa.Table, seq: int, key: str, attempt: int) -> AttemptResult:
-        """POST ``batch`` once with ``Idempotency-Key: key``; never raises for HTTP trouble."""
-        if batch.num_rows == 0:
+    async def deliver(self, chunk: pa.Table, orders: Sequence[BatchOrder]) -> list[AttemptResult]:
+        """POST each ordered batch of ``chunk`` once, concurrently; never raises for HTTP
+        trouble. Results come in ``orders`` order."""
+        seqs = chunk.column("seq").to_numpy()
+        elements = chunk.column(ELEMENT_COLUMN)
+        posts = []
+        for order in orders:
+            start, end = np.searchsorted(seqs, [order.seq, order.seq + 1])
+            posts.append(self._post(order, elements.slice(start, end - start)))
+        return list(await asyncio.gather(*posts))
+
+    async def _post(self, order: BatchOrder, elements: pa.ChunkedArray) -> AttemptResult:
+        contacts = len(elements)
+        if contacts == 0:
             return AttemptResult(
-                seq,
-                attempt,
+                order.seq,
+                order.attempt,
                 Outcome.EMPTY,
                 None,
                 0.0,
@@ -81,8 +103,8 @@ class Sender:
                 0,
                 error="none of its contacts are in the source any more",
             )
-        body = self._body(key, batch)
-        headers = {**self._headers, "Idempotency-Key": key}
+        body = self._body(order.key, elements)
+        headers = {**self._headers, "Idempotency-Key": order.key}
         started = time.perf_counter()
         status: int | None = None
         retry_after: float | None = None
@@ -108,16 +130,16 @@ class Sender:
         latency = time.perf_counter() - started
         outcome = classify(status)
         if outcome is Outcome.RETRY:
-            self._keep(key, body)
+            self._keep(order.key, body)
         if error is None and outcome is not Outcome.DELIVERED:
             error = f"HTTP {status}"
         return AttemptResult(
-            seq=seq,
-            attempt=attempt,
+            seq=order.seq,
+            attempt=order.attempt,
             outcome=outcome,
             status=status,
             latency_s=latency,
-            contacts=batch.num_rows,
+            contacts=contacts,
             request_bytes=len(body),
             retry_after_s=retry_after,
             error=None if error is None else redact(error, self.config.secrets)[:300],
@@ -128,10 +150,6 @@ class Sender:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-
-
-def _tails(batch: pa.Table) -> Iterable[str]:
-    return batch.column(TAIL_COLUMN).to_pylist()
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes:

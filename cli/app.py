@@ -57,7 +57,7 @@ AddressOpt = Annotated[
 ]
 SendersOpt = Annotated[
     int | None,
-    typer.Option("--senders", min=1, max=256, help="Sender actors. Default: one per CPU."),
+    typer.Option("--senders", min=1, max=256, help="Sender actors. Default: one per CPU but one."),
 ]
 DEFAULT_STATE_DIR = Path("~/.hookcast")
 

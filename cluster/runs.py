@@ -23,11 +23,11 @@ from ray.exceptions import RayTaskError
 from actors.errors import HookcastError, LedgerError
 from actors.redact import redact
 from actors.remote import start_segment, start_senders, stop_actors
-from actors.render import assemble_body
+from actors.render import ELEMENT_COLUMN, assemble_body
 from actors.segment import AudienceInfo, Segment
 from cluster.broadcast import Coordinator, Progress, RunAborted, RunSummary
 from cluster.compile import delivery_settings, segment_config, sender_config, shown_endpoint
-from cluster.connect import cluster_cpus
+from cluster.connect import default_senders
 from cluster.job import LoadedJob, load_job_text
 from cluster.ledger import (
     UNFINISHED,
@@ -104,9 +104,7 @@ def preview(job: LoadedJob, batches: int) -> Preview:
         wanted = list(range(min(batches, total)))
         now_ms = int(time.time() * 1000)
         bodies = [
-            redact(
-                assemble_body(t.column("tail").to_pylist(), now_ms).decode(), job.secrets
-            ).encode()
+            redact(assemble_body(t.column(ELEMENT_COLUMN), now_ms).decode(), job.secrets).encode()
             for t in segment.stream(ids, wanted)
         ]
     finally:
@@ -264,7 +262,7 @@ def _deliver(
         on_planned(progress)
     pool = start_senders(
         sender_config(job, url=url),
-        count=senders or cluster_cpus(),
+        count=senders or default_senders(),
         name_prefix=f"hookcast/{run_id}",
     )
     started = time.monotonic()

@@ -12,10 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from actors.render import (
+    SEND_TIME_PLACEHOLDER,
     PayloadConfig,
     assemble_body,
+    element_sql,
     send_time_ms,
-    tail_sql,
 )
 from tests.unit import seed_contacts
 
@@ -40,7 +41,7 @@ def render_body(tmp_path):
         try:
             rel = con.sql(f"SELECT * FROM {source}")
             columns = dict(zip(rel.columns, rel.types, strict=True))
-            sql = f"SELECT {tail_sql(columns, payload)} AS tail FROM {source} ORDER BY id"
+            sql = f"SELECT {element_sql(columns, payload)} AS tail FROM {source} ORDER BY id"
             tails = [tail for (tail,) in con.sql(sql).fetchall()]
         finally:
             con.close()
@@ -402,10 +403,11 @@ def test_every_element_carries_the_batch_send_time(render_body):
     assert [e["sendTime"] for e in json.loads(body)] == [1692774832443, 1692774832443]
 
 
-def test_assemble_body_joins_tails_into_one_json_list():
-    tails = ['"contact":{"id":1}}', '"contact":{"id":2},"_custom":{}}']
+def test_assemble_body_joins_elements_and_stamps_send_time():
+    stamp = '{"sendTime":' + SEND_TIME_PLACEHOLDER
+    elements = [stamp + ',"contact":{"id":1}}', stamp + ',"contact":{"id":2},"_custom":{}}']
 
-    body = assemble_body(tails, 1692774832443)
+    body = assemble_body(elements, 1692774832443)
 
     assert body == (
         b'[{"sendTime":1692774832443,"contact":{"id":1}},'

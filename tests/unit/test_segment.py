@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from actors.errors import AudienceError
-from actors.render import TAIL_COLUMN, PayloadConfig
+from actors.render import ELEMENT_COLUMN, SEND_TIME_PLACEHOLDER, PayloadConfig
 from actors.segment import Segment, SegmentConfig, group_batches
 from cluster.synth import write_audience, write_ids
 
@@ -125,18 +125,20 @@ def test_stream_yields_every_batch_in_frozen_order(segment, audience):
     assert len(batches) == math.ceil(N / BATCH) == 11
     assert [b.num_rows for b in batches] == [BATCH] * 10 + [N - 10 * BATCH]
     for k, batch in enumerate(batches):
-        assert batch.column_names == ["id", TAIL_COLUMN]
+        assert batch.column_names == ["seq", "id", ELEMENT_COLUMN]
+        assert set(batch.column("seq").to_pylist()) == {k}
         assert _ids(batch) == frozen[k * BATCH : (k + 1) * BATCH]
     assert [i for b in batches for i in _ids(b)] == frozen
 
 
-def test_stream_tails_render_the_contact_of_their_row(segment, audience):
+def test_stream_elements_render_the_contact_of_their_row(segment, audience):
     seg = segment(audience, payload=PayloadConfig(custom_json='{"a1":"1"}'))
 
     batch = next(seg.stream(seg.freeze()))
 
-    for contact_id, tail in zip(_ids(batch), batch.column(TAIL_COLUMN).to_pylist(), strict=True):
-        element = json.loads('{"sendTime":0,' + tail)
+    rendered = batch.column(ELEMENT_COLUMN).to_pylist()
+    for contact_id, text in zip(_ids(batch), rendered, strict=True):
+        element = json.loads(text.replace(SEND_TIME_PLACEHOLDER, "0"))
         assert element["contact"]["id"] == contact_id
         assert element["_custom"] == {"a1": "1"}
         assert isinstance(element["contact"]["props"], dict)
@@ -378,7 +380,7 @@ def _chunk(seqs: list[int], ids: list[int]) -> pa.RecordBatch:
             pa.array(ids, pa.int64()),
             pa.array([f"t{i}" for i in ids], pa.string()),
         ],
-        names=["seq", "id", TAIL_COLUMN],
+        names=["seq", "id", ELEMENT_COLUMN],
     )
 
 
@@ -388,8 +390,8 @@ def test_group_batches_joins_a_seq_split_across_chunks():
     tables = list(group_batches(chunks, [0, 1, 2]))
 
     assert [_ids(t) for t in tables] == [[1, 2], [3, 4, 5], [6]]
-    assert tables[1].column(TAIL_COLUMN).to_pylist() == ["t3", "t4", "t5"]
-    assert all(t.schema.names == ["id", TAIL_COLUMN] for t in tables)
+    assert tables[1].column(ELEMENT_COLUMN).to_pylist() == ["t3", "t4", "t5"]
+    assert all(t.schema.names == ["id", ELEMENT_COLUMN] for t in tables)
 
 
 def test_group_batches_yields_empty_tables_for_missing_seqs():
