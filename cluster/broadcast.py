@@ -26,6 +26,7 @@ from actors.delivery import AttemptResult, Outcome, RetryPolicy
 from actors.ratelimit import RateLimiter
 from actors.sender import BatchOrder
 from cluster.ledger import UNFINISHED, BatchStatus, BatchUpdate, Ledger, RunStatus
+from cluster.metrics import RunMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -121,8 +122,10 @@ class Coordinator:
         on_progress: Callable[[Progress], None] | None = None,
         stop: threading.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
+        metrics: RunMetrics | None = None,
     ) -> None:
         self.run_id = run_id
+        self.metrics = metrics
         self.ledger = ledger
         self.segment = segment
         self.senders = list(senders)
@@ -170,6 +173,8 @@ class Coordinator:
                 permit_wait = self.limiter.wait_s()
                 if permit_wait > 0:
                     wait_s = min(wait_s, permit_wait)
+                    if self.metrics:
+                        self.metrics.waited(wait_s)
                     break
                 attempt = self._due_retry()
                 if attempt is None and not self.ready and not stream_done:
@@ -263,7 +268,11 @@ class Coordinator:
                 continue
             for attempt, result in zip(group, results, strict=True):
                 self._record(attempt, result)
+                if self.metrics:
+                    self.metrics.attempt(result, retry=attempt.attempt > 1)
         self._flush()
+        if self.metrics:
+            self.metrics.set_queued(len(self.ready))
         self.on_progress(self.progress)
 
     def _record(self, attempt: _Attempt, result: AttemptResult) -> None:
@@ -291,6 +300,8 @@ class Coordinator:
                 reason = f"{reason}: {result.response_excerpt}"
             self._final(attempt, BatchStatus.DEAD_LETTERED, result, latency_ms, reason)
             self.progress.failed_batches += 1
+            if self.metrics:
+                self.metrics.dead_letter()
 
     def _final(
         self,

@@ -18,6 +18,7 @@ def connect(
     *,
     num_cpus: int | None = None,
     object_store_mb: int | None = None,
+    metrics_port: int | None = None,
     verbose: bool = False,
 ) -> str:
     """Join the Ray cluster at ``address``, or start an embedded one bound to 127.0.0.1.
@@ -48,6 +49,7 @@ def connect(
         num_cpus=num_cpus,
         object_store_memory=object_store_mb * 1024**2 if object_store_mb else None,
         include_dashboard=False if not verbose else None,
+        _metrics_export_port=metrics_port,
         **quiet,
     )
     return "embedded local Ray (127.0.0.1)"

@@ -37,6 +37,7 @@ from cluster.ledger import (
     RunRecord,
     RunStatus,
 )
+from cluster.metrics import RunMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -280,6 +281,7 @@ def _deliver(
             progress=progress,
             on_progress=on_progress,
             stop=stop,
+            metrics=RunMetrics(run.job, run.endpoint or ""),
         )
         try:
             status = coordinator.run()

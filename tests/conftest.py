@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,13 +15,26 @@ from cluster.synth import write_audience
 
 
 @pytest.fixture(scope="session")
-def ray_session() -> Iterator[None]:
+def metrics_port() -> int:
+    """The embedded Ray's Prometheus port (a free loopback port)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_session(metrics_port: int) -> Iterator[None]:
     """One real Ray for the whole session: embedded on 127.0.0.1, or RAY_ADDRESS's cluster."""
     import ray
 
     from cluster.connect import connect
 
-    connect(os.environ.get("RAY_ADDRESS"), num_cpus=2, object_store_mb=256)
+    connect(
+        os.environ.get("RAY_ADDRESS"),
+        num_cpus=2,
+        object_store_mb=256,
+        metrics_port=metrics_port,
+    )
     yield
     ray.shutdown()
 
@@ -41,7 +55,7 @@ def audience_5k(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def write_job(tmp_path: Path) -> Callable[..., Path]:
     """Write a job file: a valid job for ``url`` and ``source``, updated by ``changes``."""
 
-    def write(url: str, source: Path | str, name: str = "job.yaml", **changes: object) -> Path:
+    def write(url: str, source: Path | str, filename: str = "job.yaml", **changes: object) -> Path:
         job: dict = {
             "name": "test-job",
             "webhook": {"url": url, "timeout_s": 5},
@@ -56,7 +70,7 @@ def write_job(tmp_path: Path) -> Callable[..., Path]:
         }
         for dotted, value in changes.items():
             _set(job, dotted.split("__"), value)
-        path = tmp_path / name
+        path = tmp_path / filename
         path.write_text(yaml.safe_dump(job, allow_unicode=True, sort_keys=False))
         return path
 
