@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ray
 
+from actors.scheduler import SchedulerActor
 from actors.segment import Segment, SegmentConfig
 from actors.sender import Sender, SenderConfig
 
@@ -37,3 +38,22 @@ def start_senders(
 def stop_actors(handles: list[ray.actor.ActorHandle]) -> None:
     for handle in handles:
         ray.kill(handle, no_restart=True)
+
+
+def start_scheduler_actor(config, hooks, *, name: str, detached: bool) -> ray.actor.ActorHandle:
+    """The one scheduler of a cluster, on the head node (where the state dir is).
+
+    Restarted if it dies; its __init__ reloads everything from the store."""
+    return (
+        ray.remote(SchedulerActor)
+        .options(
+            name=name,
+            get_if_exists=True,
+            lifetime="detached" if detached else None,
+            num_cpus=0,
+            max_restarts=-1,
+            max_concurrency=4,
+            resources={"node:__internal_head__": 0.001},
+        )
+        .remote(config, hooks)
+    )

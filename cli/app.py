@@ -31,6 +31,12 @@ app = typer.Typer(
 )
 runs_app = typer.Typer(help="Past runs, from the ledger.", invoke_without_command=True)
 app.add_typer(runs_app, name="runs")
+schedule_app = typer.Typer(
+    help="One-time and recurring jobs kept in the state dir.", no_args_is_help=True
+)
+app.add_typer(schedule_app, name="schedule")
+scheduler_app = typer.Typer(help="The scheduler that fires scheduled jobs.", no_args_is_help=True)
+app.add_typer(scheduler_app, name="scheduler")
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_INTERRUPTED = 0, 1, 2, 3
 _EXIT_BY_STATUS = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}
@@ -317,6 +323,228 @@ def _batch_dict(batch) -> dict:
     from dataclasses import asdict
 
     return asdict(batch)
+
+
+# -- schedules ----------------------------------------------------------------------------------
+
+NameArg = Annotated[str, typer.Argument(help="The job's name (its `name:` key).")]
+
+
+def _store(state_dir: Path):
+    from cluster.schedules import ScheduleStore
+
+    return ScheduleStore(state_dir.expanduser())
+
+
+@schedule_app.command("add")
+def schedule_add(job: JobArg, state_dir: StateDirOpt = DEFAULT_STATE_DIR) -> None:
+    """Validate a job (audience and trigger included) and keep it for the scheduler."""
+    from datetime import UTC, datetime
+
+    from actors.errors import JobFileError
+    from cluster.job import load_job
+    from cluster.runs import validate as check
+    from cluster.scheduling import job_schedule
+
+    with _user_errors():
+        loaded = load_job(job)
+        now = datetime.now(UTC)
+        schedule = job_schedule(loaded, now=now)
+        if schedule.kind == "immediate":
+            raise JobFileError(
+                f"{job}: trigger.type is immediate, so there is nothing to schedule: give "
+                "trigger.type once (with at) or recurring (with cron or every), or send it "
+                "now with `hookcast run`."
+            )
+        check(loaded)
+        new = _store(state_dir).add(loaded.spec.name, str(loaded.path), loaded.raw_text)
+    from actors.trigger import next_fires
+
+    fires = ", ".join(f.isoformat() for f in next_fires(schedule, now, 3))
+    verb = "scheduled" if new else "rescheduled"
+    output.console.print(f"[green]✓[/] {verb} {loaded.spec.name}; next: {fires}", soft_wrap=True)
+
+
+@schedule_app.command("list")
+def schedule_list(json_out: JsonOpt = False, state_dir: StateDirOpt = DEFAULT_STATE_DIR) -> None:
+    """Every scheduled job: its trigger, status and next 3 fire times (job's timezone)."""
+    from datetime import UTC, datetime
+
+    from cluster.job import load_job_text
+    from cluster.scheduling import job_schedule
+
+    with _user_errors():
+        store = _store(state_dir)
+        entries = store.list()
+        last_fires = {e.name: store.fires(e.name, limit=1) for e in entries}
+    now = datetime.now(UTC)
+    rows = []
+    for entry in entries:
+        row = {"name": entry.name, "status": entry.status, "job_path": entry.job_path}
+        try:
+            schedule = job_schedule(load_job_text(entry.job_text, entry.job_path), now=None)
+            from actors.trigger import next_fires
+
+            row["trigger"] = (
+                schedule.every
+                or schedule.cron
+                or (schedule.at.isoformat() if schedule.at else schedule.kind)
+            )
+            row["timezone"] = schedule.timezone
+            row["next"] = (
+                [f.isoformat() for f in next_fires(schedule, now, 3)]
+                if entry.status == "active"
+                else []
+            )
+        except HookcastError as exc:
+            row["trigger"], row["timezone"], row["next"] = "?", "?", []
+            row["error"] = str(exc)
+        last = last_fires.get(entry.name)
+        row["last_fire"] = (
+            None
+            if not last
+            else {"outcome": last[0].outcome, "run_id": last[0].run_id, "due": last[0].due}
+        )
+        rows.append(row)
+    if json_out:
+        output.print_json(rows)
+    elif not rows:
+        output.console.print(f"no scheduled jobs in {state_dir}")
+    else:
+        output.print_schedules(rows)
+
+
+def _set_status(name: str, state_dir: Path, status: str, done: str) -> None:
+    from cluster.schedules import ScheduleStatus
+
+    with _user_errors():
+        _store(state_dir).set_status(name, ScheduleStatus(status))
+    output.console.print(f"{name} {done}")
+
+
+@schedule_app.command("pause")
+def schedule_pause(name: NameArg, state_dir: StateDirOpt = DEFAULT_STATE_DIR) -> None:
+    """Stop firing a job until it is resumed (takes effect without restarting the scheduler)."""
+    _set_status(name, state_dir, "paused", "paused")
+
+
+@schedule_app.command("resume")
+def schedule_resume(name: NameArg, state_dir: StateDirOpt = DEFAULT_STATE_DIR) -> None:
+    """Fire a paused job again from its next due time."""
+    _set_status(name, state_dir, "active", "resumed")
+
+
+@schedule_app.command("remove")
+def schedule_remove(name: NameArg, state_dir: StateDirOpt = DEFAULT_STATE_DIR) -> None:
+    """Forget a scheduled job (its past runs stay in the ledger)."""
+    with _user_errors():
+        _store(state_dir).remove(name)
+    output.console.print(f"{name} removed")
+
+
+GraceOpt = Annotated[
+    float, typer.Option("--grace-s", min=0, help="How late a missed fire may still run.")
+]
+
+
+def _scheduler_config(grace_s: float, time_scale: float):
+    import time as clock
+
+    from actors.scheduler import SchedulerConfig
+
+    if time_scale == 1.0:
+        return SchedulerConfig(grace_s=grace_s)
+    now = clock.time()
+    return SchedulerConfig(
+        grace_s=grace_s, time_scale=time_scale, origin_epoch_s=now, real_origin_epoch_s=now
+    )
+
+
+@scheduler_app.command("run")
+def scheduler_run(
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    address: AddressOpt = None,
+    grace_s: GraceOpt = 600.0,
+    time_scale: Annotated[float, typer.Option("--time-scale", hidden=True, min=0.001)] = 1.0,
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Exit once no scheduled job can fire again.")
+    ] = False,
+) -> None:
+    """Run the scheduler in the foreground: fire every scheduled job when due, until Ctrl-C."""
+    import ray
+
+    from cluster.scheduling import start_scheduler
+
+    with _user_errors():
+        state = state_dir.expanduser()
+        _store(state)  # creates the state dir and tables, or says why not
+        _connect(address)
+        actor = start_scheduler(
+            str(state.resolve()), _scheduler_config(grace_s, time_scale), detached=False
+        )
+        output.console.print(f"scheduler running on {state} (Ctrl-C to stop)")
+        seen = 0
+        with _stop_on_signals() as stop:
+            while not stop.is_set():
+                events, seen = ray.get(actor.events_since.remote(seen))
+                for event in events:
+                    output.print_event(event)
+                if until_idle and _idle(state):
+                    break
+                stop.wait(0.5)
+            ray.get(actor.shutdown.remote())
+            events, seen = ray.get(actor.events_since.remote(seen))
+            for event in events:
+                output.print_event(event)
+            ray.kill(actor)
+
+
+def _idle(state_dir: Path) -> bool:
+    entries = _store(state_dir).list()
+    return all(e.status != "active" for e in entries)
+
+
+@scheduler_app.command("start")
+def scheduler_start(
+    address: Annotated[
+        str, typer.Option("--address", envvar="RAY_ADDRESS", help="The Ray cluster (required).")
+    ],
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    grace_s: GraceOpt = 600.0,
+) -> None:
+    """Start the scheduler as a detached actor on a Ray cluster; it outlives this command."""
+    import ray
+
+    from cluster.scheduling import start_scheduler
+
+    with _user_errors():
+        _connect(address)
+        actor = start_scheduler(
+            str(state_dir.expanduser()), _scheduler_config(grace_s, 1.0), detached=True
+        )
+        ray.get(actor.now.remote())
+    output.console.print(f"scheduler started on {address} (state dir {state_dir} on the head)")
+
+
+@scheduler_app.command("stop")
+def scheduler_stop(
+    address: Annotated[
+        str, typer.Option("--address", envvar="RAY_ADDRESS", help="The Ray cluster (required).")
+    ],
+) -> None:
+    """Stop the detached scheduler; running broadcasts end as interrupted (resumable)."""
+    import ray
+
+    from cluster.scheduling import find_scheduler
+
+    _connect(address)
+    actor = find_scheduler()
+    if actor is None:
+        output.console.print(f"no scheduler is running on {address}")
+        return
+    ray.get(actor.shutdown.remote())
+    ray.kill(actor, no_restart=True)
+    output.console.print("scheduler stopped")
 
 
 @app.command()

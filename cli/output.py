@@ -34,6 +34,9 @@ _STATUS_STYLE = {
     "failed": "red",
     "interrupted": "yellow",
     "running": "cyan",
+    "active": "green",
+    "paused": "yellow",
+    "finished": "dim",
     "delivered": "green",
     "dead_lettered": "red",
     "skipped": "yellow",
@@ -190,3 +193,40 @@ def print_run(run: RunRecord, failed: list[BatchRecord]) -> None:
             (batch.reason or "")[:120],
         )
     console.print(batches)
+
+
+def print_schedules(rows: list[dict]) -> None:
+    table = Table(title="scheduled jobs")
+    for column in ("name", "status", "trigger", "timezone", "next fires", "last fire"):
+        table.add_column(column)
+    for row in rows:
+        last = row.get("last_fire")
+        table.add_row(
+            row["name"],
+            _status(row["status"]),
+            row["trigger"],
+            row["timezone"],
+            "\n".join(row["next"]) or row.get("error", ""),
+            "" if not last else f"{last['outcome']} {last['run_id'] or ''}",
+        )
+    console.print(table)
+
+
+def print_event(event) -> None:
+    """One line per thing the scheduler did."""
+    due = f" due {event.due.isoformat()}" if event.due else ""
+    run = f" run {event.run_id}" if event.run_id else ""
+    note = f" ({event.note})" if event.note else ""
+    style = {
+        "fired": "green",
+        "done": "green",
+        "failed": "red",
+        "missed": "yellow",
+        "skipped_overlap": "yellow",
+    }.get(event.kind, "")
+    console.print(
+        Text(f"{event.at:%Y-%m-%d %H:%M:%S} ")
+        + Text(event.kind, style=style)
+        + Text(f" {event.job}{due}{run}{note}"),
+        soft_wrap=True,
+    )

@@ -142,6 +142,20 @@ _RUN_COLUMNS = [f.name for f in fields(RunRecord)]
 _BATCH_COLUMNS = [f.name for f in fields(BatchRecord)]
 
 
+_PLAN_SQL = (
+    "INSERT INTO batches (run_id, seq, first_id, last_id, contacts, idem_key, status, "
+    "attempts, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)"
+)
+
+
+def _plan_rows(run_id: str, batches: Iterable[BatchRecord]) -> Iterable[tuple]:
+    now = time.time()
+    return (
+        (run_id, b.seq, b.first_id, b.last_id, b.contacts, b.idem_key, b.status, now)
+        for b in batches
+    )
+
+
 def _like_prefix(text: str) -> str:
     """A LIKE pattern matching strings that start with ``text`` literally."""
     return re.sub(r"([\\%_])", r"\\\1", text) + "%"
@@ -190,16 +204,19 @@ class Ledger:
 
     # -- runs ----------------------------------------------------------------------------------
 
-    def create_run(self, run: RunRecord) -> None:
+    def create_run(self, run: RunRecord, batches: Iterable[BatchRecord] = ()) -> None:
+        """Record a run with its planned batches, in one transaction: a run that exists
+        always has its batches, so it can always be resumed."""
         values = asdict(run)
-        values.setdefault("pid", os.getpid())
         values["pid"] = values["pid"] or os.getpid()
         values["host"] = values["host"] or socket.gethostname()
         marks = ", ".join("?" for _ in _RUN_COLUMNS)
-        self._write(
-            f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({marks})",
-            [[values[c] for c in _RUN_COLUMNS]],
-        )
+        with self._transaction():
+            self._db.execute(
+                f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({marks})",
+                [values[c] for c in _RUN_COLUMNS],
+            )
+            self._db.executemany(_PLAN_SQL, _plan_rows(run.run_id, batches))
 
     def claim_run(self, run_id: str) -> None:
         """Mark ``run_id`` as being sent by this process (a resume or a replay)."""
@@ -240,6 +257,13 @@ class Ledger:
                 ),
             )
         return self.get_run(run_id)
+
+    def find_run(self, run_id: str) -> RunRecord | None:
+        """The run with exactly this id, or None."""
+        row = self._db.execute(
+            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return None if row is None else self._shown(RunRecord(*row))
 
     def get_run(self, run_id: str) -> RunRecord:
         """The run whose id is ``run_id`` or starts with it (unique prefix)."""
@@ -290,23 +314,7 @@ class Ledger:
     # -- batches -------------------------------------------------------------------------------
 
     def plan_batches(self, run_id: str, batches: Iterable[BatchRecord]) -> None:
-        self._write(
-            "INSERT INTO batches (run_id, seq, first_id, last_id, contacts, idem_key, status, "
-            "attempts, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
-            (
-                (
-                    run_id,
-                    b.seq,
-                    b.first_id,
-                    b.last_id,
-                    b.contacts,
-                    b.idem_key,
-                    b.status,
-                    time.time(),
-                )
-                for b in batches
-            ),
-        )
+        self._write(_PLAN_SQL, _plan_rows(run_id, batches))
 
     def update_batches(self, run_id: str, updates: Sequence[BatchUpdate]) -> None:
         if not updates:

@@ -156,9 +156,9 @@ def start_run(
                 endpoint=shown_endpoint(job.spec.webhook.url, job.secrets),
                 job_path=str(job.path),
                 job_text=job.raw_text,
-            )
+            ),
+            plans,
         )
-        ledger.plan_batches(run_id, plans)
         logger.info("run %s: %d contacts in %d batches", run_id, len(ids), len(plans))
         return _deliver(
             job,

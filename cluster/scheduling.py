@@ -1,0 +1,148 @@
+"""The scheduler's hooks into the state dir, and starting the scheduler actor."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import ray
+
+from actors.remote import start_scheduler_actor
+from actors.scheduler import ScheduledJob, SchedulerConfig
+from actors.trigger import Schedule, compile_trigger, next_fires
+from cluster.job import LoadedJob, load_job_text
+from cluster.ledger import Ledger, RunStatus
+from cluster.schedules import FireOutcome, ScheduleStatus, ScheduleStore, StoredSchedule
+
+logger = logging.getLogger(__name__)
+
+SCHEDULER_NAME = "hookcast/scheduler"
+
+
+def job_schedule(job: LoadedJob, *, now: datetime | None) -> Schedule:
+    """The job's trigger, validated (``now`` given: it must still fire)."""
+    return compile_trigger(**job.spec.trigger.model_dump(), now=now)
+
+
+def upcoming(stored: StoredSchedule, now: datetime, count: int = 3) -> list[datetime]:
+    job = load_job_text(stored.job_text, stored.job_path)
+    return next_fires(job_schedule(job, now=None), now, count)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHooks:
+    """What the scheduler actor may touch: the state dir it was given, nothing else."""
+
+    state_dir: str
+
+    def load(self) -> list[ScheduledJob]:
+        store = ScheduleStore(self.state_dir)
+        try:
+            stored = store.list()
+        finally:
+            store.close()
+        jobs = []
+        for entry in stored:
+            try:
+                job = load_job_text(entry.job_text, entry.job_path)
+                schedule = job_schedule(job, now=None)
+            except Exception as exc:  # e.g. a ${VAR} this process lacks: skip, say why
+                logger.warning("scheduled job %s cannot be loaded: %s", entry.name, exc)
+                continue
+            since = entry.last_due if entry.last_due is not None else entry.added_at
+            jobs.append(
+                ScheduledJob(
+                    entry.name,
+                    schedule,
+                    datetime.fromtimestamp(since, UTC),
+                    entry.status == ScheduleStatus.ACTIVE,
+                )
+            )
+        return jobs
+
+    def claim(
+        self, job: str, due: datetime, kind: str, run_id: str | None, note: str | None = None
+    ) -> bool:
+        store = ScheduleStore(self.state_dir)
+        try:
+            return store.claim_fire(
+                job, due.timestamp(), FireOutcome(kind), run_id=run_id, note=note
+            )
+        finally:
+            store.close()
+
+    def fire(self, job: str, due: datetime, run_id: str, stop: threading.Event) -> str:
+        """Make run ``run_id`` complete: start it, or resume it if it was cut short."""
+        from cluster.runs import resume_run, start_run  # the runs module needs Ray
+
+        store = ScheduleStore(self.state_dir)
+        try:
+            entry = store.get(job)
+        finally:
+            store.close()
+        ledger = Ledger(self.state_dir)
+        try:
+            run = ledger.find_run(run_id)
+            if run is None:
+                job_spec = load_job_text(entry.job_text, entry.job_path)
+                return start_run(job_spec, ledger, run_id=run_id, stop=stop).status
+            if run.status == RunStatus.RUNNING:
+                # Cut short by a scheduler that is still dying: wait for its process to go.
+                deadline = time.monotonic() + 30
+                while run.status == RunStatus.RUNNING and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    run = ledger.find_run(run_id) or run
+            if run.status == RunStatus.INTERRUPTED:
+                return resume_run(ledger, run_id, stop=stop).status
+            return run.status
+        except Exception as exc:
+            store = ScheduleStore(self.state_dir)
+            store.update_fire(job, due.timestamp(), FireOutcome.FAILED, str(exc)[:500])
+            store.close()
+            raise
+        finally:
+            ledger.close()
+
+    def unfinished(self) -> list[tuple[str, datetime, str]]:
+        """Each job's latest fire whose run never started or was cut short (the scheduler
+        died under it): the scheduler finishes these when it starts."""
+        store = ScheduleStore(self.state_dir)
+        ledger = Ledger(self.state_dir)
+        try:
+            todo = []
+            for entry in store.list():
+                latest = [f for f in store.fires(entry.name, limit=5) if f.outcome == "fired"]
+                if not latest or latest[0].run_id is None:
+                    continue
+                fire = latest[0]
+                run = ledger.find_run(fire.run_id)
+                if run is None or run.status == RunStatus.INTERRUPTED:
+                    todo.append((entry.name, datetime.fromtimestamp(fire.due, UTC), fire.run_id))
+            return todo
+        finally:
+            store.close()
+            ledger.close()
+
+    def finish(self, job: str) -> None:
+        store = ScheduleStore(self.state_dir)
+        try:
+            store.set_status(job, ScheduleStatus.FINISHED)
+        finally:
+            store.close()
+
+
+def start_scheduler(state_dir: str, config: SchedulerConfig, *, detached: bool):
+    """The scheduler actor on the head node, created once (get_if_exists)."""
+    return start_scheduler_actor(
+        config, StoreHooks(state_dir), name=SCHEDULER_NAME, detached=detached
+    )
+
+
+def find_scheduler():
+    try:
+        return ray.get_actor(SCHEDULER_NAME)
+    except ValueError:
+        return None
