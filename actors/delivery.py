@@ -27,6 +27,8 @@ class Outcome(enum.StrEnum):
     DEAD = "dead"  # retrying cannot help: dead-letter the batch
     GONE = "gone"  # 410: the endpoint is gone for good, stop the run
     EMPTY = "empty"  # nothing to send: the batch's contacts have all left the source
+    NO_TOKEN = "no_token"  # not sent: the token endpoint is failing for now; try again later
+    TOKEN_FATAL = "token_fatal"  # not sent: the authorization cannot give a token as defined
 
 
 def classify(status: int | None) -> Outcome:

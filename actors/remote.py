@@ -7,11 +7,27 @@ import ray
 from actors.scheduler import SchedulerActor
 from actors.segment import Segment, SegmentConfig
 from actors.sender import Sender, SenderConfig
+from actors.token import TokenClient, TokenService
 
 
 def start_segment(config: SegmentConfig, *, name: str) -> ray.actor.ActorHandle:
     """The run's segment actor: DuckDB and its temp files live wherever it lands."""
     return ray.remote(Segment).options(name=name, num_cpus=0, max_restarts=0).remote(config)
+
+
+def start_token_service() -> ray.actor.ActorHandle:
+    """The cluster's one token service (created on first use, then shared)."""
+    return (
+        ray.remote(TokenService)
+        .options(
+            name="hookcast/tokens",
+            get_if_exists=True,
+            num_cpus=0,
+            max_restarts=-1,
+            max_concurrency=1000,
+        )
+        .remote()
+    )
 
 
 def start_senders(
@@ -21,6 +37,7 @@ def start_senders(
 
     A sender that dies is restarted; its in-flight calls fail and the coordinator resends
     those batches with the same key."""
+    tokens = TokenClient(start_token_service()) if config.authorizations else None
     actor = ray.remote(Sender)
     return [
         actor.options(
@@ -30,7 +47,7 @@ def start_senders(
             max_task_retries=0,
             max_concurrency=max(8, config.max_connections),
             scheduling_strategy="SPREAD",
-        ).remote(config)
+        ).remote(config, tokens)
         for i in range(count)
     ]
 

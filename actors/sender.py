@@ -3,6 +3,12 @@
 Retries are decided by the run's coordinator, which alone sees every sender, so limits hold
 across the pool. A sender keeps the bytes of a batch that may be retried, so a retry on the
 same sender sends the same bytes.
+
+Headers and query values may hold ``#{auth.<id>.<key>}`` wildcards: the sender fills them
+from its local copy of the tokens (see ``actors.token``), and never sends a request whose
+token it could not get (fail closed). A 401 gets the token refreshed (once per token version
+across all senders) and the batch sent again at once with the same key; a second 401 is the
+batch's failure, not a loop.
 """
 
 from __future__ import annotations
@@ -11,12 +17,13 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 import numpy as np
 import pyarrow as pa
 
+from actors.auth import AuthorizationConfig, Token, TokenError, parse_template
 from actors.delivery import AttemptResult, Outcome, classify, parse_retry_after
 from actors.redact import redact
 from actors.render import ELEMENT_COLUMN, assemble_body, send_time_ms
@@ -38,23 +45,32 @@ class SenderConfig:
     """One endpoint, as every sender of a run sees it."""
 
     url: str
-    headers: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()  # values may hold #{auth...} wildcards
     query: tuple[tuple[str, str], ...] = ()
     timeout_s: float = 10.0
     max_connections: int = 8
     response_cap_bytes: int = 64 * 1024  # read no more of an answer than this
     secrets: frozenset[str] = frozenset()  # never echoed in an error
+    authorizations: tuple[AuthorizationConfig, ...] = field(default=(), repr=False)
 
 
 class Sender:
     """Delivers batches to one endpoint over one keep-alive connection pool."""
 
-    def __init__(self, config: SenderConfig, *, body_cache_size: int = 64) -> None:
+    def __init__(self, config: SenderConfig, tokens=None, *, body_cache_size: int = 64) -> None:
         self.config = config
+        self._tokens = tokens  # an actors.token.TokenClient when wildcards are used
         self._client: httpx.AsyncClient | None = None
         self._bodies: OrderedDict[str, bytes] = OrderedDict()
         self._body_cache_size = body_cache_size
-        self._headers = {"Content-Type": "application/json", **dict(config.headers)}
+        self._headers = [(n, parse_template(v, f"webhook.headers.{n}")) for n, v in config.headers]
+        self._query = [(n, parse_template(v, f"webhook.query.{n}")) for n, v in config.query]
+        needed: dict[str, set[str]] = {}
+        for _, template in self._headers + self._query:
+            for auth_id, key in template.references:
+                needed.setdefault(auth_id, set()).add(key)
+        self._keys = {auth_id: frozenset(keys) for auth_id, keys in needed.items()}
+        self._auths = [a for a in config.authorizations if a.id in needed]
 
     def _http(self) -> httpx.AsyncClient:
         # Created lazily: the client binds to the running event loop.
@@ -78,6 +94,20 @@ class Sender:
         self._bodies[key] = body
         while len(self._bodies) > self._body_cache_size:
             self._bodies.popitem(last=False)
+
+    async def _current_tokens(self) -> dict[str, Token]:
+        if not self._auths:
+            return {}
+        return await self._tokens.tokens(self._auths, self._keys, time.time())
+
+    def _request(self, tokens: dict[str, Token]) -> tuple[dict[str, str], list[tuple[str, str]]]:
+        values: dict[tuple[str, str], str] = {}
+        for token in tokens.values():
+            values.update(token.wildcard_values())
+        headers = {"Content-Type": "application/json"}
+        headers.update((name, template.render(values)) for name, template in self._headers)
+        query = [(name, template.render(values)) for name, template in self._query]
+        return headers, query
 
     async def deliver(self, chunk: pa.Table, orders: Sequence[BatchOrder]) -> list[AttemptResult]:
         """POST each ordered batch of ``chunk`` once, concurrently; never raises for HTTP
@@ -104,20 +134,49 @@ class Sender:
                 error="none of its contacts are in the source any more",
             )
         body = self._body(order.key, elements)
-        headers = {**self._headers, "Idempotency-Key": order.key}
+        try:
+            tokens = await self._current_tokens()
+            result = await self._send(order, body, contacts, tokens)
+            if result.status == 401 and tokens:
+                # The token was refused: one refresh (shared by all senders), one more try.
+                for auth in self._auths:
+                    tokens[auth.id] = await self._tokens.refused(auth, tokens[auth.id].version)
+                result = await self._send(order, body, contacts, tokens)
+        except TokenError as exc:
+            self._keep(order.key, body)
+            outcome = Outcome.NO_TOKEN if exc.retryable else Outcome.TOKEN_FATAL
+            return AttemptResult(
+                order.seq,
+                order.attempt,
+                outcome,
+                None,
+                0.0,
+                contacts,
+                len(body),
+                error=redact(str(exc), self.config.secrets)[:500],
+            )
+        if result.outcome is Outcome.RETRY:
+            self._keep(order.key, body)
+        return result
+
+    async def _send(
+        self, order: BatchOrder, body: bytes, contacts: int, tokens: dict[str, Token]
+    ) -> AttemptResult:
+        headers, query = self._request(tokens)
+        headers["Idempotency-Key"] = order.key
+        secrets = self.config.secrets | {
+            value for token in tokens.values() for value in token.values.values()
+        }
+        url = httpx.URL(self.config.url)
+        if query:
+            url = url.copy_merge_params(query)  # keeps a query already in the URL
         started = time.perf_counter()
         status: int | None = None
         retry_after: float | None = None
         excerpt: str | None = None
         error: str | None = None
         try:
-            async with self._http().stream(
-                "POST",
-                self.config.url,
-                content=body,
-                headers=headers,
-                params=self.config.query or None,
-            ) as response:
+            async with self._http().stream("POST", url, content=body, headers=headers) as response:
                 status = response.status_code
                 head = await _read_capped(response, self.config.response_cap_bytes)
                 if not 200 <= status < 300:
@@ -129,8 +188,6 @@ class Sender:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         latency = time.perf_counter() - started
         outcome = classify(status)
-        if outcome is Outcome.RETRY:
-            self._keep(order.key, body)
         if error is None and outcome is not Outcome.DELIVERED:
             error = f"HTTP {status}"
         return AttemptResult(
@@ -142,8 +199,8 @@ class Sender:
             contacts=contacts,
             request_bytes=len(body),
             retry_after_s=retry_after,
-            error=None if error is None else redact(error, self.config.secrets)[:300],
-            response_excerpt=None if excerpt is None else redact(excerpt, self.config.secrets),
+            error=None if error is None else redact(error, secrets)[:300],
+            response_excerpt=None if excerpt is None else redact(excerpt, secrets),
         )
 
     async def close(self) -> None:

@@ -37,6 +37,10 @@ schedule_app = typer.Typer(
 app.add_typer(schedule_app, name="schedule")
 scheduler_app = typer.Typer(help="The scheduler that fires scheduled jobs.", no_args_is_help=True)
 app.add_typer(scheduler_app, name="scheduler")
+auth_app = typer.Typer(
+    help="Authorizations: the token endpoints wildcards draw on.", no_args_is_help=True
+)
+app.add_typer(auth_app, name="auth")
 
 EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_INTERRUPTED = 0, 1, 2, 3
 _EXIT_BY_STATUS = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "interrupted": EXIT_INTERRUPTED}
@@ -60,6 +64,10 @@ AddressOpt = Annotated[
         help="An existing Ray cluster (ray://host:10001, host:6379, auto). "
         "Default: an embedded local Ray on 127.0.0.1.",
     ),
+]
+AuthOpt = Annotated[
+    Path | None,
+    typer.Option("--auth", help="A file of shared authorizations (token endpoints)."),
 ]
 SendersOpt = Annotated[
     int | None,
@@ -159,13 +167,13 @@ def _broadcast(start: Callable[..., RunSummary], label: str, json_out: bool) -> 
 
 
 @app.command()
-def validate(job: JobArg) -> None:
+def validate(job: JobArg, auth: AuthOpt = None) -> None:
     """Check the job file and its audience without sending anything."""
     from cluster.job import load_job
     from cluster.runs import preview
 
     with _user_errors():
-        loaded = load_job(job)
+        loaded = load_job(job, auth_file=auth)
         result = preview(loaded, 0)
     output.console.print(
         f"[green]✓[/] {job} is valid: {result.contacts:,} contacts in {result.batches:,} "
@@ -179,23 +187,26 @@ def preview(
     job: JobArg,
     batches: Annotated[int, typer.Option("--batches", "-n", min=0, help="Bodies to print.")] = 1,
     pretty: Annotated[bool, typer.Option("--pretty", help="Indent the JSON bodies.")] = False,
+    auth: AuthOpt = None,
 ) -> None:
     """Print the first request bodies exactly as they would be sent (secrets redacted)."""
     from actors.redact import redact
     from cluster.job import load_job
     from cluster.runs import batch_key
     from cluster.runs import preview as make_preview
+    from cluster.tokens import preview_headers
 
     with _user_errors():
-        loaded = load_job(job)
+        loaded = load_job(job, auth_file=auth)
         result = make_preview(loaded, batches)
+        shown_headers = preview_headers(loaded) if result.bodies else {}
     webhook = loaded.spec.webhook
     # Plain text, byte for byte: this is what the endpoint would receive.
     for seq, body in enumerate(result.bodies):
         headers = {
             "Content-Type": "application/json",
             "Idempotency-Key": batch_key(f"{loaded.spec.name}-<run>", seq),
-            **webhook.headers,
+            **shown_headers,
         }
         typer.echo(f"POST {redact(webhook.url, loaded.secrets)}")
         for name, value in headers.items():
@@ -337,7 +348,9 @@ def _store(state_dir: Path):
 
 
 @schedule_app.command("add")
-def schedule_add(job: JobArg, state_dir: StateDirOpt = DEFAULT_STATE_DIR) -> None:
+def schedule_add(
+    job: JobArg, state_dir: StateDirOpt = DEFAULT_STATE_DIR, auth: AuthOpt = None
+) -> None:
     """Validate a job (audience and trigger included) and keep it for the scheduler."""
     from datetime import UTC, datetime
 
@@ -347,7 +360,7 @@ def schedule_add(job: JobArg, state_dir: StateDirOpt = DEFAULT_STATE_DIR) -> Non
     from cluster.scheduling import job_schedule
 
     with _user_errors():
-        loaded = load_job(job)
+        loaded = load_job(job, auth_file=auth)
         now = datetime.now(UTC)
         schedule = job_schedule(loaded, now=now)
         if schedule.kind == "immediate":
@@ -545,6 +558,32 @@ def scheduler_stop(
     ray.get(actor.shutdown.remote())
     ray.kill(actor, no_restart=True)
     output.console.print("scheduler stopped")
+
+
+@auth_app.command("test")
+def auth_test(
+    job: JobArg,
+    auth: AuthOpt = None,
+    only: Annotated[str | None, typer.Option("--id", help="Only this authorization.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Fetch each authorization's token once and show what came back (tokens redacted)."""
+    from dataclasses import asdict
+
+    from cluster.job import load_job
+    from cluster.tokens import test_authorizations
+
+    with _user_errors():
+        reports = test_authorizations(load_job(job, auth_file=auth), only)
+    if json_out:
+        output.print_json([asdict(r) for r in reports])
+    elif not reports:
+        output.console.print(f"{job} defines no authorizations")
+    else:
+        for report in reports:
+            output.print_auth_report(report)
+    if not all(r.ok for r in reports):
+        raise typer.Exit(EXIT_REJECTED)
 
 
 @app.command()

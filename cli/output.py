@@ -230,3 +230,22 @@ def print_event(event) -> None:
         + Text(f" {event.job}{due}{run}{note}"),
         soft_wrap=True,
     )
+
+
+def print_auth_report(report) -> None:
+    if not report.ok:
+        console.print(
+            Text(f"✗ {report.auth_id}: ", style="red") + Text(report.error or ""), soft_wrap=True
+        )
+        return
+    expiry = (
+        "never (kept until a 401)"
+        if report.expires_in_s is None
+        else f"in {report.expires_in_s:,.0f} s"
+    )
+    console.print(Text(f"✓ {report.auth_id}", style="green") + Text(f": expires {expiry}"))
+    console.print(
+        f"  keys in the answer: {', '.join(report.keys_present) or '(none)'}", soft_wrap=True
+    )
+    for key, shown in report.tokens:
+        console.print(f"  {key} = {shown}")

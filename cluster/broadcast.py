@@ -42,6 +42,7 @@ class DeliverySettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     prefetch_batches: int = 16  # the segment never runs further ahead of the senders
     chunk_batches: int = 4  # batches per Ray call when no request rate is set
+    token_wait_s: float = 2.0  # before asking again for a batch that got no token
     poll_s: float = 0.02
 
 
@@ -285,6 +286,12 @@ class Coordinator:
         elif outcome is Outcome.EMPTY:
             self._final(attempt, BatchStatus.SKIPPED, result, None, result.error)
             self.progress.skipped_batches += 1
+        elif outcome is Outcome.TOKEN_FATAL:
+            self.aborted = result.error or "the authorization gave no token"
+            self._schedule_retry(attempt, 0.0, same_attempt=True)
+        elif outcome is Outcome.NO_TOKEN:
+            # Not sent, so no delivery attempt is used up; the token service keeps trying.
+            self._schedule_retry(attempt, self.settings.token_wait_s, same_attempt=True)
         elif outcome is Outcome.RETRY and attempt.attempt < self.settings.retry.max_attempts:
             delay = self.settings.retry.delay_s(attempt.attempt, result.retry_after_s, self.rng)
             if result.status == 429:
@@ -315,10 +322,11 @@ class Coordinator:
             BatchUpdate(attempt.seq, status, attempt.attempt, result.status, latency_ms, reason)
         )
 
-    def _schedule_retry(self, attempt: _Attempt, delay_s: float) -> None:
-        retry = _Attempt(
-            attempt.seq, attempt.key, attempt.chunk, attempt.attempt + 1, attempt.sender
-        )
+    def _schedule_retry(
+        self, attempt: _Attempt, delay_s: float, *, same_attempt: bool = False
+    ) -> None:
+        number = attempt.attempt if same_attempt else attempt.attempt + 1
+        retry = _Attempt(attempt.seq, attempt.key, attempt.chunk, number, attempt.sender)
         heapq.heappush(self.retries, (self.clock() + delay_s, attempt.seq, retry))
 
     def _skip_rest(self, stream_done: bool) -> None:

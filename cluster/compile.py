@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
+from actors.auth import AuthorizationConfig, authorization_config, find_wildcard_errors
 from actors.delivery import RetryPolicy
 from actors.errors import JobFileError
 from actors.redact import redact
@@ -15,8 +15,6 @@ from actors.segment import SegmentConfig
 from actors.sender import SenderConfig
 from cluster.broadcast import DeliverySettings
 from cluster.job import LoadedJob
-
-_AUTH_WILDCARD = re.compile(r"#\{auth\.[^}]*\}")
 
 
 def payload_config(job: LoadedJob) -> PayloadConfig:
@@ -35,24 +33,33 @@ def segment_config(job: LoadedJob) -> SegmentConfig:
     )
 
 
+def authorizations(job: LoadedJob) -> tuple[AuthorizationConfig, ...]:
+    """Every authorization of the job, checked, with the webhook's wildcards checked against
+    them: raises a JobFileError naming the key before anything is sent."""
+    configs = tuple(
+        authorization_config(auth_id, spec) for auth_id, spec in job.spec.authorizations.items()
+    )
+    webhook = job.spec.webhook
+    problems = find_wildcard_errors(
+        webhook.headers, webhook.query, [c.id for c in configs], secrets=job.secrets
+    )
+    if problems:
+        raise JobFileError("\n".join(redact(p, job.secrets) for p in problems))
+    return configs
+
+
 def sender_config(job: LoadedJob, *, url: str | None = None) -> SenderConfig:
     webhook = job.spec.webhook
-    for part, values in (("headers", webhook.headers), ("query", webhook.query)):
-        for name, value in values.items():
-            if _AUTH_WILDCARD.search(value):
-                raise JobFileError(
-                    f"webhook.{part}.{name} uses an authorization wildcard "
-                    f"({_AUTH_WILDCARD.search(value).group(0)}), which this version of hookcast "
-                    "does not resolve yet: put the token in an environment variable and write "
-                    '"Bearer ${MY_TOKEN}" instead.'
-                )
+    configs = authorizations(job)
+    secrets = job.secrets.union(*(c.secret_values for c in configs))
     return SenderConfig(
         url=url or webhook.url,
         headers=tuple(webhook.headers.items()),
         query=tuple(webhook.query.items()),
         timeout_s=webhook.timeout_s,
         max_connections=job.spec.rate_limit.max_in_flight,
-        secrets=job.secrets,
+        secrets=frozenset(secrets),
+        authorizations=configs,
     )
 
 

@@ -320,15 +320,47 @@ class LoadedJob:
     ids_path: str | None
 
 
-def load_job(path: str | Path, *, env: Mapping[str, str] | None = None) -> LoadedJob:
+def load_job(
+    path: str | Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    auth_file: str | Path | None = None,
+) -> LoadedJob:
     """Read, expand and validate a job file. Nothing is sent and the audience is not read.
+
+    ``auth_file`` adds the authorizations of a shared file (its ``authorizations:`` mapping,
+    or a bare mapping of them); the job's ``raw_text`` then holds both, still unexpanded, so
+    a resume or a scheduled fire has everything it needs.
 
     Raises ``JobFileError`` for a file that is missing, unreadable, not YAML or not a valid
     job, and ``MissingEnvError`` for a ``${NAME}`` that ``env`` (default: os.environ) lacks.
     """
     source_name = str(path)
     job_path = Path(path).expanduser()
-    return load_job_text(_read(job_path, source_name), job_path, env=env)
+    raw_text = _read(job_path, source_name)
+    if auth_file is not None:
+        raw_text = _with_authorizations(raw_text, source_name, auth_file)
+    return load_job_text(raw_text, job_path, env=env)
+
+
+def _with_authorizations(raw_text: str, source_name: str, auth_file: str | Path) -> str:
+    data = _parse_yaml(raw_text, source_name)
+    shared = _parse_yaml(_read(Path(auth_file).expanduser(), str(auth_file)), str(auth_file))
+    shared = shared.get("authorizations", shared)
+    if not isinstance(shared, dict):
+        raise JobFileError(
+            f"{auth_file}: authorizations must be a mapping of authorization ids to "
+            "definitions (url, method, form or json, ttl_s or expires_in_key)."
+        )
+    own = data.get("authorizations") or {}
+    both = sorted(set(own) & set(shared))
+    if both:
+        raise JobFileError(
+            f"authorization {both[0]} is defined both in {source_name} and in {auth_file}: "
+            "keep one of them."
+        )
+    data["authorizations"] = {**own, **shared}
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 def load_job_text(

@@ -24,6 +24,18 @@ COMMANDS = [
     ["runs"],
     ["runs", "show"],
     ["sink"],
+    ["schedule"],
+    ["schedule", "add"],
+    ["schedule", "list"],
+    ["schedule", "pause"],
+    ["schedule", "resume"],
+    ["schedule", "remove"],
+    ["scheduler"],
+    ["scheduler", "run"],
+    ["scheduler", "start"],
+    ["scheduler", "stop"],
+    ["auth"],
+    ["auth", "test"],
 ]
 
 

@@ -1,0 +1,83 @@
+"""The token service: one per cluster, caching every authorization's token for all senders.
+
+The logic (single flight, refresh ahead, refresh once per version on a 401) is
+``actors.auth.TokenCache``; this is its asyncio actor shell, and the small client a sender
+uses to reach it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+
+import httpx
+
+from actors.auth import AuthorizationConfig, Token, TokenCache, TokenError, fetch_token_async
+
+
+class TokenService:
+    """Fetches and caches tokens; every sender of every run asks this one actor."""
+
+    def __init__(self, timeout_s: float = 10.0, deadline_s: float = 30.0) -> None:
+        self._timeout_s = timeout_s
+        self._client: httpx.AsyncClient | None = None
+        self.cache = TokenCache(self._fetch, deadline_s=deadline_s)
+        self.fetches = 0
+
+    async def _fetch(self, config: AuthorizationConfig, key_paths, *, now: float) -> Token:
+        if self._client is None:
+            self._client = httpx.AsyncClient(follow_redirects=False)
+        self.fetches += 1
+        fetch = functools.partial(fetch_token_async, client=self._client, timeout_s=self._timeout_s)
+        return await fetch(config, key_paths, now=now)
+
+    async def get(self, auth: AuthorizationConfig, key_paths: Iterable[str]) -> Token:
+        return await self.cache.get(auth, key_paths)
+
+    async def invalidate(self, auth: AuthorizationConfig, version: int) -> Token:
+        return await self.cache.invalidate(auth.id, auth.fingerprint, version)
+
+    async def stats(self) -> dict[str, int]:
+        return {"fetches": self.fetches}
+
+    def __repr__(self) -> str:
+        return "hookcast/tokens"
+
+
+class TokenClient:
+    """A sender's way to the token service (an actor handle), with a local copy of each
+    token so most requests need no call at all."""
+
+    def __init__(self, service) -> None:
+        self._service = service
+        self._tokens: dict[str, Token] = {}
+
+    async def tokens(
+        self, auths: Iterable[AuthorizationConfig], keys: dict[str, frozenset[str]], now: float
+    ) -> dict[str, Token]:
+        for auth in auths:
+            token = self._tokens.get(auth.id)
+            if token is None or not token.is_fresh(now):
+                self._tokens[auth.id] = await _unwrapped(
+                    self._service.get.remote(auth, keys[auth.id])
+                )
+        return dict(self._tokens)
+
+    async def refused(self, auth: AuthorizationConfig, version: int) -> Token:
+        """The webhook answered 401 to ``version``: the newer token (one fetch per version
+        across all senders)."""
+        token = await _unwrapped(self._service.invalidate.remote(auth, version))
+        self._tokens[auth.id] = token
+        return token
+
+
+async def _unwrapped(call):
+    """The call's result; a TokenError raised in the service comes out as itself, not as
+    Ray's wrapper with the service's traceback in its message."""
+    try:
+        return await call
+    except Exception as exc:
+        cause = getattr(exc, "cause", None)  # Ray's task error wraps the service's own
+        if isinstance(cause, TokenError):
+            raise cause from None
+        raise

@@ -1,0 +1,101 @@
+"""Authorizations seen from the command line: `hookcast auth test` and preview headers.
+
+Both fetch one token per authorization, in this process (no Ray, no cache), and show it
+redacted; nothing here is ever sent to the webhook.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from actors.auth import (
+    TokenError,
+    _leaf_paths,
+    _read_answer,
+    _request_args,
+    fetch_token,
+    parse_template,
+    redact_token,
+)
+from actors.errors import HookcastError
+from cluster.compile import authorizations
+from cluster.job import LoadedJob
+
+
+@dataclass(frozen=True, slots=True)
+class AuthReport:
+    """What one authorization's token endpoint gave."""
+
+    auth_id: str
+    ok: bool
+    keys_present: tuple[str, ...] = ()
+    tokens: tuple[tuple[str, str], ...] = ()  # (key path, redacted token)
+    expires_in_s: float | None = None
+    error: str | None = None
+
+
+def referenced_keys(job: LoadedJob) -> dict[str, set[str]]:
+    """auth id -> the token keys the webhook's wildcards use."""
+    webhook = job.spec.webhook
+    keys: dict[str, set[str]] = {}
+    for part, values in (("headers", webhook.headers), ("query", webhook.query)):
+        for name, value in values.items():
+            for auth_id, key in parse_template(value, f"webhook.{part}.{name}").references:
+                keys.setdefault(auth_id, set()).add(key)
+    return keys
+
+
+def test_authorizations(job: LoadedJob, only: str | None = None) -> list[AuthReport]:
+    """Fetch each authorization's token once and report what came back."""
+    configs = authorizations(job)
+    if only is not None and only not in {c.id for c in configs}:
+        known = ", ".join(c.id for c in configs) or "none"
+        raise HookcastError(f"no authorization {only} in {job.path} (defined: {known}).")
+    keys = referenced_keys(job)
+    reports = []
+    for config in configs:
+        if only is not None and config.id != only:
+            continue
+        now = time.time()
+        try:
+            with httpx.Client(timeout=10, follow_redirects=False) as client:
+                response = client.request(**_request_args(config))
+            token = _read_answer(config, response, keys.get(config.id, set()), now)
+            answer = response.json()
+        except (TokenError, httpx.HTTPError) as exc:
+            reports.append(AuthReport(config.id, False, error=_message(exc)))
+            continue
+        present = tuple(_leaf_paths(answer)) if isinstance(answer, dict) else ()
+        reports.append(
+            AuthReport(
+                config.id,
+                True,
+                keys_present=present,
+                tokens=tuple((k, redact_token(v)) for k, v in sorted(token.values.items())),
+                expires_in_s=None if token.expires_at == float("inf") else token.lifetime_s,
+            )
+        )
+    return reports
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, TokenError):
+        return str(exc)
+    return f"{type(exc).__name__}: the token endpoint could not be asked"
+
+
+def preview_headers(job: LoadedJob) -> dict[str, str]:
+    """The webhook's headers as they would be sent, every token redacted."""
+    configs = {c.id: c for c in authorizations(job)}
+    keys = referenced_keys(job)
+    values: dict[tuple[str, str], str] = {}
+    for auth_id, wanted in keys.items():
+        token = fetch_token(configs[auth_id], wanted)
+        values.update({k: redact_token(v) for k, v in token.wildcard_values().items()})
+    return {
+        name: parse_template(value, f"webhook.headers.{name}").render(values)
+        for name, value in job.spec.webhook.headers.items()
+    }
