@@ -1,8 +1,8 @@
 """A sender: turns the batches of an Arrow chunk into request bodies and POSTs each once.
 
 Retries are decided by the run's coordinator, which alone sees every sender, so limits hold
-across the pool. A sender keeps the bytes of a batch that may be retried, so a retry on the
-same sender sends the same bytes.
+across the pool. Rendering is deterministic and ``sendTime`` is fixed per batch by the
+coordinator, so a retry sends the same bytes whichever sender makes it.
 
 Headers and query values may hold ``#{auth.<id>.<key>}`` wildcards: the sender fills them
 from its local copy of the tokens (see ``actors.token``), and never sends a request whose
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -26,18 +25,22 @@ import pyarrow as pa
 from actors.auth import AuthorizationConfig, Token, TokenError, parse_template
 from actors.delivery import AttemptResult, Outcome, classify, parse_retry_after
 from actors.redact import redact
-from actors.render import ELEMENT_COLUMN, assemble_body, send_time_ms
+from actors.render import ELEMENT_COLUMN, assemble_body
 
 RESPONSE_EXCERPT_BYTES = 1024
 
 
 @dataclass(frozen=True, slots=True)
 class BatchOrder:
-    """One request to make: batch ``seq`` of the chunk, with its key, as attempt ``attempt``."""
+    """One request to make: batch ``seq`` of the chunk, with its key, as attempt ``attempt``.
+
+    ``sent_at_ms`` is the batch's ``sendTime``, fixed by the coordinator at its first
+    attempt: every retry, on any sender, rebuilds exactly the same bytes."""
 
     seq: int
     key: str
     attempt: int
+    sent_at_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +60,10 @@ class SenderConfig:
 class Sender:
     """Delivers batches to one endpoint over one keep-alive connection pool."""
 
-    def __init__(self, config: SenderConfig, tokens=None, *, body_cache_size: int = 64) -> None:
+    def __init__(self, config: SenderConfig, tokens=None) -> None:
         self.config = config
         self._tokens = tokens  # an actors.token.TokenClient when wildcards are used
         self._client: httpx.AsyncClient | None = None
-        self._bodies: OrderedDict[str, bytes] = OrderedDict()
-        self._body_cache_size = body_cache_size
         self._headers = [(n, parse_template(v, f"webhook.headers.{n}")) for n, v in config.headers]
         self._query = [(n, parse_template(v, f"webhook.query.{n}")) for n, v in config.query]
         needed: dict[str, set[str]] = {}
@@ -83,17 +84,6 @@ class Sender:
                 timeout=self.config.timeout_s, limits=limits, follow_redirects=False
             )
         return self._client
-
-    def _body(self, key: str, elements: pa.Array) -> bytes:
-        body = self._bodies.pop(key, None)
-        if body is None:
-            body = assemble_body(elements, send_time_ms())
-        return body
-
-    def _keep(self, key: str, body: bytes) -> None:
-        self._bodies[key] = body
-        while len(self._bodies) > self._body_cache_size:
-            self._bodies.popitem(last=False)
 
     async def _current_tokens(self) -> dict[str, Token]:
         if not self._auths:
@@ -133,7 +123,7 @@ class Sender:
                 0,
                 error="none of its contacts are in the source any more",
             )
-        body = self._body(order.key, elements)
+        body = assemble_body(elements, order.sent_at_ms)
         try:
             tokens = await self._current_tokens()
             result = await self._send(order, body, contacts, tokens)
@@ -143,7 +133,6 @@ class Sender:
                     tokens[auth.id] = await self._tokens.refused(auth, tokens[auth.id].version)
                 result = await self._send(order, body, contacts, tokens)
         except TokenError as exc:
-            self._keep(order.key, body)
             outcome = Outcome.NO_TOKEN if exc.retryable else Outcome.TOKEN_FATAL
             return AttemptResult(
                 order.seq,
@@ -155,8 +144,6 @@ class Sender:
                 len(body),
                 error=redact(str(exc), self.config.secrets)[:500],
             )
-        if result.outcome is Outcome.RETRY:
-            self._keep(order.key, body)
         return result
 
     async def _send(

@@ -24,6 +24,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError,
 
 from actors.delivery import AttemptResult, Outcome, RetryPolicy
 from actors.ratelimit import RateLimiter
+from actors.render import send_time_ms
 from actors.sender import BatchOrder
 from cluster.ledger import UNFINISHED, BatchStatus, BatchUpdate, Ledger, RunStatus
 from cluster.metrics import RunMetrics
@@ -90,7 +91,8 @@ class _Attempt:
     key: str
     chunk: ray.ObjectRef  # the segment's chunk holding this batch
     attempt: int
-    sender: int  # a chunk goes to one sender; a retry goes back to the one holding its bytes
+    sender: int  # a chunk goes to one sender
+    sent_at_ms: int | None = None  # the batch's sendTime, fixed at its first attempt
 
 
 class RunAborted(Exception):
@@ -233,7 +235,10 @@ class Coordinator:
             self._call(group)
 
     def _call(self, group: list[_Attempt]) -> None:
-        orders = [BatchOrder(a.seq, a.key, a.attempt) for a in group]
+        now_ms = send_time_ms()
+        for attempt in group:
+            attempt.sent_at_ms = attempt.sent_at_ms or now_ms
+        orders = [BatchOrder(a.seq, a.key, a.attempt, a.sent_at_ms) for a in group]
         sender = self.senders[group[0].sender]
         ref = sender.deliver.remote(group[0].chunk, orders)
         self.in_flight[ref] = group
@@ -326,7 +331,9 @@ class Coordinator:
         self, attempt: _Attempt, delay_s: float, *, same_attempt: bool = False
     ) -> None:
         number = attempt.attempt if same_attempt else attempt.attempt + 1
-        retry = _Attempt(attempt.seq, attempt.key, attempt.chunk, number, attempt.sender)
+        retry = _Attempt(
+            attempt.seq, attempt.key, attempt.chunk, number, attempt.sender, attempt.sent_at_ms
+        )
         heapq.heappush(self.retries, (self.clock() + delay_s, attempt.seq, retry))
 
     def _skip_rest(self, stream_done: bool) -> None:

@@ -266,9 +266,12 @@ def _deliver(
         count=senders or default_senders(),
         name_prefix=f"hookcast/{run_id}",
     )
-    started = time.monotonic()
     note = None
     try:
+        # Senders must be up before the clock starts: calls queued while they start would
+        # all leave at once and break the endpoint's rate limit.
+        ray.get([sender.__ray_ready__.remote() for sender in pool])
+        started = time.monotonic()
         coordinator = Coordinator(
             run_id=run_id,
             ledger=ledger,
