@@ -45,8 +45,12 @@ def ensure_audience(out: Path, contacts: int, seed: int, log: Console) -> Path:
     return path
 
 
-def start_receiver() -> tuple[subprocess.Popen[str], str]:
+def start_receiver(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
     cmd = [sys.executable, "-m", "cluster.sink", "--port", "0"]
+    if args.fail_rate:
+        cmd += ["--fail-rate", str(args.fail_rate)]
+    if args.latency_ms:
+        cmd += ["--latency-ms", str(args.latency_ms)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline() if proc.stdout else ""
     if not line.startswith("listening on "):
@@ -172,7 +176,8 @@ def hookcast_command(work: Path, source: Path, url: str, args: argparse.Namespac
         },
         "audience": {"source": str(source)},
         "batch_size": args.batch_size,
-        "rate_limit": {"max_in_flight": args.concurrency},
+        "rate_limit": {"max_in_flight": args.concurrency, "requests_per_second": args.rps},
+        "retry": {"max_attempts": 20, "backoff_base_s": 0.05, "backoff_max_s": 1.0},
     }
     (work / "job.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
     hookcast = Path(sys.executable).parent / "hookcast"  # the venv's, not whatever is on PATH
@@ -294,6 +299,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--memory-sweep", metavar="N,N,...", help="run only hookcast at each size; compare RSS"
     )
+    # Faults and limits (use with --skip-baseline: the baseline has no rate limit).
+    parser.add_argument("--fail-rate", type=float, default=0.0, help="receiver answers 500")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="receiver delay")
+    parser.add_argument("--rps", type=float, default=None, help="hookcast's requests_per_second")
     return parser.parse_args(argv)
 
 
@@ -302,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out = args.out.resolve()  # the subprocesses run in the repository, not here
     args.out.mkdir(parents=True, exist_ok=True)
     log = Console(stderr=True)  # progress goes to stderr so --json output stays clean
-    receiver, url = start_receiver()
+    receiver, url = start_receiver(args)
     try:
         run_all = sweep_memory if args.memory_sweep else compare
         report = run_all(args, url, psutil.Process(receiver.pid), log)

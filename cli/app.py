@@ -228,6 +228,7 @@ def run(
     state_dir: StateDirOpt = DEFAULT_STATE_DIR,
     address: AddressOpt = None,
     senders: SendersOpt = None,
+    auth: AuthOpt = None,
 ) -> None:
     """Run the broadcast now, in the foreground, with a progress bar."""
     from cluster.job import load_job
@@ -235,7 +236,7 @@ def run(
     from cluster.runs import validate as check
 
     with _user_errors():
-        loaded = load_job(job)
+        loaded = load_job(job, auth_file=auth)
         check(loaded)
         ledger = _ledger(state_dir)
         _connect(address)

@@ -323,3 +323,31 @@ def test_secrets_never_reach_logs_output_or_the_ledger(
         assert secret not in everything
         assert secret.encode() not in ledger_bytes
     assert "Authorization: Bearer tok-…(44 chars)" in previewed.output
+
+
+def test_authorizations_from_a_shared_file_are_used_and_kept_for_resume(
+    sink: Sink, write_job, audience_4k: Path, tmp_path: Path
+) -> None:
+    with TokenServer(expires_in=3600) as tokens:
+        shared = tmp_path / "auth.yaml"
+        shared.write_text(
+            "authorizations:\n  crm:\n"
+            f"    url: {tokens.url}\n"
+            "    form: {grant_type: client_credentials, client_secret: '${CRM_SECRET}'}\n"
+            "    expires_in_key: expires_in\n"
+        )
+        job = write_job(
+            sink.url,
+            audience_4k,
+            batch_size=1000,
+            webhook__headers={"Authorization": "Bearer #{auth.crm.data.access_token}"},
+        )
+        state = tmp_path / "state"
+        ran = runner.invoke(
+            app, ["run", str(job), "--auth", str(shared), "--json", "--state-dir", str(state)]
+        )
+    assert ran.exit_code == 0, ran.output
+    assert tokens.calls == 1 and set(_bearers(sink)) == {"Bearer token-1"}
+    [run] = Ledger(state).list_runs()
+    kept = Ledger(state).get_run(run.run_id).job_text or ""
+    assert "authorizations" in kept and "${CRM_SECRET}" in kept and CLIENT_SECRET not in kept

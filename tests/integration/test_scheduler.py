@@ -99,3 +99,61 @@ def test_minutely_job_on_a_fast_clock_fires_once_per_minute_across_a_restart(
     for run_id in fired:
         if runs[run_id].status == "succeeded":
             assert keys_by_run[run_id] == 3
+
+
+def test_a_dynamic_segment_is_evaluated_again_at_each_fire(
+    sink: Sink, write_job, tmp_path: Path
+) -> None:
+    import threading
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from actors.trigger import fire_id
+    from cluster.scheduling import StoreHooks
+
+    audience = write_audience(tmp_path / "live.parquet", 200)
+    job = write_job(
+        sink.url,
+        audience,
+        audience__where="isAnonymous = false",
+        trigger={"type": "recurring", "cron": "0 9 * * *"},
+        batch_size=100,
+    )
+    state = tmp_path / "state"
+    assert (
+        runner.invoke(app, ["schedule", "add", str(job), "--state-dir", str(state)]).exit_code == 0
+    )
+    hooks = StoreHooks(str(state))
+
+    def fire(due: datetime) -> set[int]:
+        run_id = fire_id("test-job", due)
+        assert hooks.claim("test-job", due, "fired", run_id)
+        assert hooks.fire("test-job", due, run_id, threading.Event()) == "succeeded"
+        return {i for a in sink.recorder.arrivals if a.key.startswith(run_id) for i in a.ids}
+
+    first = fire(datetime(2026, 12, 1, 9, tzinfo=UTC))
+    table = pq.read_table(audience)
+    newcomer = table.slice(0, 1).to_pylist()[0] | {"id": 1, "isAnonymous": False}
+    pq.write_table(
+        pa.concat_tables([table, pa.Table.from_pylist([newcomer], table.schema)]), audience
+    )
+    second = fire(datetime(2026, 12, 2, 9, tzinfo=UTC))
+    assert 1 not in first and 1 in second
+    assert second - {1} == first
+
+
+def test_scheduler_start_and_stop_keep_one_detached_scheduler(tmp_path: Path) -> None:
+    from cluster.scheduling import find_scheduler
+
+    address = ray.get_runtime_context().gcs_address
+    state = str(tmp_path / "state")
+    for _ in range(2):  # a second start finds the running one
+        started = runner.invoke(
+            app, ["scheduler", "start", "--address", address, "--state-dir", state]
+        )
+        assert started.exit_code == 0, started.output
+    assert find_scheduler() is not None
+    stopped = runner.invoke(app, ["scheduler", "stop", "--address", address])
+    assert stopped.exit_code == 0 and "scheduler stopped" in stopped.output
+    assert _wait_for(lambda: find_scheduler() is None, 10)
