@@ -339,7 +339,7 @@ def test_authorizations_from_a_shared_file_are_used_and_kept_for_resume(
         job = write_job(
             sink.url,
             audience_4k,
-            batch_size=1000,
+            batch_size=500,
             webhook__headers={"Authorization": "Bearer #{auth.crm.data.access_token}"},
         )
         state = tmp_path / "state"
