@@ -26,6 +26,8 @@ def connect(
     Returns a short description of where we are. Idempotent within a process."""
     if ray.is_initialized():
         return "ray (already connected)"
+    # No usage telemetry leaves this machine unless the user asks for it.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not verbose:
         # Ray announces its default token auth with a warning on every start.
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
