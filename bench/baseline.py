@@ -24,28 +24,10 @@ import httpx
 import orjson
 import pyarrow.dataset as ds
 
-# The seed's preset attributes (SPEC §2); any other column is a custom attribute sent in props.
-PRESET_ATTRIBUTES = (
-    "dateCreated",
-    "lastUpdated",
-    "ver",
-    "id",
-    "name",
-    "nickname",
-    "gender",
-    "dateOfBirthday",
-    "avatar",
-    "mobilePhone",
-    "state",
-    "street",
-    "city",
-    "comments",
-    "idCard",
-    "utm",
-    "props",
-    "isAnonymous",
-    "identities",
-)
+# The seed's preset attributes (SPEC §2), shared with hookcast's renderer: the baseline
+# differs in how it builds the JSON, not in what it sends.
+from actors.render import PRESET_ATTRIBUTES
+
 IDENTITY_TYPES = ("wechat.openId", "wechat.unionId")
 CUSTOM = {"a1": "1", "a2": "2"}
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
