@@ -588,6 +588,114 @@ def auth_test(
 
 
 @app.command()
+def loadtest(
+    contacts: Annotated[
+        int, typer.Option("--contacts", min=1, help="Synthetic audience size.")
+    ] = 200_000,
+    url: Annotated[
+        str | None, typer.Option("--url", help="Your endpoint (default: the built-in receiver).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=500)] = 500,
+    rps: Annotated[
+        float | None, typer.Option("--rps", min=0.1, help="Requests per second.")
+    ] = None,
+    fail_rate: Annotated[
+        float, typer.Option("--fail-rate", min=0.0, max=0.99, help="Built-in receiver: 500s.")
+    ] = 0.0,
+    latency_ms: Annotated[
+        float, typer.Option("--latency-ms", min=0.0, help="Built-in receiver: delay.")
+    ] = 0.0,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Where to write the HTML report.")
+    ] = None,
+    json_out: JsonOpt = False,
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    address: AddressOpt = None,
+    senders: SendersOpt = None,
+) -> None:
+    """A load test: a synthetic audience broadcast, throughput, latency, retries and losses."""
+    from cluster.loadtest import LoadtestOptions, run_loadtest, write_report
+
+    options = LoadtestOptions(
+        contacts=contacts,
+        url=url,
+        batch_size=batch_size,
+        requests_per_second=rps,
+        fail_rate=fail_rate,
+        latency_ms=latency_ms,
+        senders=senders,
+    )
+    with _user_errors():
+        ledger = _ledger(state_dir)
+        _connect(address)
+        bar = None if json_out else output.RunBar("loadtest")
+        with _stop_on_signals() as stop:
+            try:
+                result = run_loadtest(
+                    options,
+                    ledger,
+                    on_planned=bar.start if bar else None,
+                    on_progress=bar.update if bar else None,
+                    stop=stop,
+                )
+            finally:
+                if bar:
+                    bar.stop()
+    path = write_report(
+        result, report or state_dir.expanduser() / "reports" / f"{result.summary.run_id}.html"
+    )
+    if json_out:
+        output.print_json({**result.to_dict(), "report": str(path)})
+    else:
+        output.print_loadtest(result, path)
+    raise typer.Exit(EXIT_OK if result.verified else EXIT_FAILED)
+
+
+@app.command()
+def status(
+    json_out: JsonOpt = False,
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            envvar="RAY_ADDRESS",
+            help="The Ray cluster whose hookcast actors to list (default: none).",
+        ),
+    ] = None,
+) -> None:
+    """Running runs (with their progress) and the hookcast actors on the connected cluster."""
+    import ray
+
+    with _user_errors():
+        running = [r for r in _ledger(state_dir).list_runs(limit=200) if r.status == "running"]
+        actors: list[dict] = []
+        if address or ray.is_initialized():
+            _connect(address)
+            actors = sorted(
+                (
+                    a
+                    for a in ray.util.list_named_actors(all_namespaces=True)
+                    if a["name"].startswith("hookcast/")
+                ),
+                key=lambda a: a["name"],
+            )
+    if json_out:
+        output.print_json({"runs": [r.to_dict() for r in running], "actors": actors})
+        return
+    if running:
+        output.print_runs(running)
+    else:
+        output.console.print(f"no run is running in {state_dir}")
+    if actors:
+        output.console.print(
+            "hookcast actors: " + ", ".join(a["name"] for a in actors), soft_wrap=True
+        )
+    elif address:
+        output.console.print(f"no hookcast actors on {address}")
+
+
+@app.command()
 def sink(
     port: Annotated[int, typer.Option("--port", "-p", help="0 picks a free port.")] = 8080,
     host: Annotated[str, typer.Option("--host", help="Loopback unless you mean it.")] = "127.0.0.1",

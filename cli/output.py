@@ -249,3 +249,16 @@ def print_auth_report(report) -> None:
     )
     for key, shown in report.tokens:
         console.print(f"  {key} = {shown}")
+
+
+def print_loadtest(report, path) -> None:
+    print_summary(report.summary)
+    latency = ", ".join(f"{k} {v:.1f} ms" for k, v in report.latency_ms.items())
+    console.print(f"[bold]latency[/]   {latency}")
+    verdict = (
+        "[green]every contact arrived once[/]"
+        if report.verified
+        else (f"[red]{report.lost_contacts:,} contacts lost[/]")
+    )
+    console.print(f"[bold]verified[/]  {verdict}")
+    console.print(f"[bold]report[/]    {path}", soft_wrap=True)

@@ -36,6 +36,8 @@ COMMANDS = [
     ["scheduler", "stop"],
     ["auth"],
     ["auth", "test"],
+    ["loadtest"],
+    ["status"],
 ]
 
 
@@ -206,3 +208,41 @@ def test_unknown_run_is_a_clear_error(tmp_path: Path) -> None:
     result = invoke("runs", "show", "nope", "--state-dir", tmp_path / "state")
     assert result.exit_code == 2
     assert "no run nope" in result.output
+
+
+def test_status_lists_running_runs_and_hookcast_actors(tmp_path: Path) -> None:
+    import os
+    import time
+
+    import ray
+
+    from cluster.ledger import Ledger, RunRecord
+
+    ledger = Ledger(tmp_path / "state")
+    ledger.create_run(
+        RunRecord(
+            "live-20261128T000000-abcd",
+            "live",
+            "running",
+            contacts=10,
+            batches=1,
+            created_at=time.time(),
+            pid=os.getpid(),
+        )
+    )
+
+    @ray.remote(num_cpus=0)
+    class Probe:
+        def ping(self) -> int:
+            return 1
+
+    probe = Probe.options(name="hookcast/probe-actor").remote()
+    ray.get(probe.ping.remote())
+    try:
+        result = invoke("status", "--json", "--state-dir", tmp_path / "state")
+    finally:
+        ray.kill(probe)
+    assert result.exit_code == 0, result.output
+    shown = orjson.loads(result.stdout)
+    assert [r["run_id"] for r in shown["runs"]] == ["live-20261128T000000-abcd"]
+    assert "hookcast/probe-actor" in [a["name"] for a in shown["actors"]]

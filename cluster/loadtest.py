@@ -1,0 +1,215 @@
+"""`hookcast loadtest`: a synthetic audience broadcast to a receiver, measured and reported.
+
+The built-in receiver runs in its own process (so it does not share this one's interpreter)
+and checks that every contact arrived exactly once; with ``url`` the broadcast goes to the
+user's endpoint instead and losses are read from the ledger. The report is one HTML file
+with the figures and a throughput chart (inline SVG: no plotting library needed).
+"""
+
+from __future__ import annotations
+
+import html
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+from cluster.broadcast import Progress, RunSummary
+from cluster.job import load_job
+from cluster.ledger import BatchStatus, Ledger
+from cluster.runs import start_run
+from cluster.synth import write_audience
+
+
+@dataclass(frozen=True, slots=True)
+class LoadtestOptions:
+    contacts: int
+    url: str | None = None
+    batch_size: int = 500
+    requests_per_second: float | None = None
+    max_in_flight: int = 8
+    fail_rate: float = 0.0  # built-in receiver only
+    latency_ms: float = 0.0  # built-in receiver only
+    senders: int | None = None
+
+
+@dataclass(slots=True)
+class LoadtestReport:
+    options: LoadtestOptions
+    summary: RunSummary
+    timeline: list[tuple[float, int]] = field(default_factory=list)  # (s, contacts delivered)
+    latency_ms: dict[str, float] = field(default_factory=dict)  # p50, p95, p99
+    received: dict | None = None  # the built-in receiver's counts
+    lost_contacts: int = 0
+    verified: bool = False
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["summary"] = self.summary.to_dict()
+        return data
+
+
+class _Receiver:
+    """`python -m cluster.sink` in a subprocess, on 127.0.0.1."""
+
+    def __init__(self, fail_rate: float, latency_ms: float) -> None:
+        cmd = [sys.executable, "-m", "cluster.sink", "--port", "0"]
+        if fail_rate:
+            cmd += ["--fail-rate", str(fail_rate)]
+        if latency_ms:
+            cmd += ["--latency-ms", str(latency_ms)]
+        self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline() if self.process.stdout else ""
+        if not line.startswith("listening on "):
+            self.stop()
+            raise RuntimeError(f"the built-in receiver did not start: {line!r}")
+        self.url = line.split()[-1]
+
+    def stats(self) -> dict:
+        return httpx.get(self.url.rsplit("/", 1)[0] + "/_stats", timeout=10).json()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if len(values) < 2:
+        return {"p50": values[0], "p95": values[0], "p99": values[0]} if values else {}
+    cuts = statistics.quantiles(values, n=100)
+    return {"p50": round(cuts[49], 2), "p95": round(cuts[94], 2), "p99": round(cuts[98], 2)}
+
+
+def run_loadtest(
+    options: LoadtestOptions,
+    ledger: Ledger,
+    *,
+    on_planned: Callable[[Progress], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    stop: threading.Event | None = None,
+) -> LoadtestReport:
+    """Generate the audience, broadcast it (Ray must be connected), measure, verify."""
+    receiver = None if options.url else _Receiver(options.fail_rate, options.latency_ms)
+    try:
+        with tempfile.TemporaryDirectory(prefix="hookcast-loadtest-") as work:
+            source = write_audience(Path(work) / "contacts.parquet", options.contacts)
+            job_path = Path(work) / "loadtest.yaml"
+            job_path.write_text(yaml.safe_dump(_job(options, receiver, source), sort_keys=False))
+            timeline: list[tuple[float, int]] = []
+            started = time.monotonic()
+
+            def record(progress: Progress) -> None:
+                timeline.append((round(time.monotonic() - started, 3), progress.delivered_contacts))
+                if on_progress:
+                    on_progress(progress)
+
+            summary = start_run(
+                load_job(job_path),
+                ledger,
+                senders=options.senders,
+                on_planned=on_planned,
+                on_progress=record,
+                stop=stop,
+            )
+        latencies = [
+            b.latency_ms
+            for b in ledger.batches(summary.run_id, [BatchStatus.DELIVERED])
+            if b.latency_ms is not None
+        ]
+        report = LoadtestReport(options, summary, timeline, _percentiles(latencies))
+        if receiver is not None:
+            report.received = receiver.stats()
+            report.lost_contacts = options.contacts - report.received["unique_ids"]
+            report.verified = report.lost_contacts == 0 and report.received["duplicate_ids"] == 0
+        else:
+            report.lost_contacts = summary.contacts - summary.delivered_contacts
+            report.verified = report.lost_contacts == 0
+        return report
+    finally:
+        if receiver is not None:
+            receiver.stop()
+
+
+def _job(options: LoadtestOptions, receiver: _Receiver | None, source: Path) -> dict:
+    return {
+        "name": "loadtest",
+        "webhook": {"url": options.url or receiver.url, "timeout_s": 30},
+        "payload": {
+            "contact": True,
+            "identities": ["wechat.openId", "wechat.unionId"],
+            "custom": {"a1": "1", "a2": "2"},
+        },
+        "audience": {"source": str(source)},
+        "batch_size": options.batch_size,
+        "rate_limit": {
+            "max_in_flight": options.max_in_flight,
+            "requests_per_second": options.requests_per_second,
+        },
+        "retry": {"max_attempts": 20, "backoff_base_s": 0.05, "backoff_max_s": 1.0},
+    }
+
+
+def throughput(timeline: list[tuple[float, int]], step_s: float = 1.0) -> list[tuple[float, float]]:
+    """Contacts per second in each ``step_s`` window of the run."""
+    points: list[tuple[float, float]] = []
+    last_t, last_n = 0.0, 0
+    for t, n in timeline:
+        if t - last_t >= step_s:
+            points.append((t, (n - last_n) / (t - last_t)))
+            last_t, last_n = t, n
+    return points
+
+
+def write_report(report: LoadtestReport, path: Path) -> Path:
+    """One self-contained HTML file: the figures and the throughput curve."""
+    s = report.summary
+    rows = {
+        "contacts": f"{s.contacts:,}",
+        "delivered": f"{s.delivered_contacts:,}",
+        "lost": f"{report.lost_contacts:,}",
+        "requests": f"{s.requests:,} ({s.retries:,} retries)",
+        "duration": f"{s.duration_s:.2f} s",
+        "throughput": f"{s.contacts_per_s:,.0f} contacts/s, {s.requests_per_s:,.1f} requests/s",
+        "latency": ", ".join(f"{k} {v:.1f} ms" for k, v in report.latency_ms.items()),
+        "verified": "yes" if report.verified else "NO",
+    }
+    table = "".join(f"<tr><th>{k}</th><td>{html.escape(v)}</td></tr>" for k, v in rows.items())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "<!doctype html><meta charset=utf-8><title>hookcast load test</title>"
+        "<style>body{font:14px sans-serif;margin:2em}th{text-align:left;padding-right:1em}"
+        "</style>"
+        f"<h1>hookcast load test: {html.escape(s.run_id)}</h1><table>{table}</table>"
+        f"<h2>contacts/s over time</h2>{_svg(throughput(report.timeline))}"
+    )
+    return path
+
+
+def _svg(points: list[tuple[float, float]], width: int = 720, height: int = 240) -> str:
+    if not points:
+        return "<p>(too short to chart)</p>"
+    t_max = max(t for t, _ in points) or 1.0
+    y_max = max(v for _, v in points) or 1.0
+    xy = " ".join(
+        f"{40 + t / t_max * (width - 50):.1f},{height - 20 - v / y_max * (height - 40):.1f}"
+        for t, v in points
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
+        f'<polyline fill="none" stroke="#2a6" stroke-width="2" points="{xy}"/>'
+        f'<text x="4" y="14">{y_max:,.0f}/s</text>'
+        f'<text x="{width - 60}" y="{height - 4}">{t_max:.0f} s</text>'
+        f'<line x1="40" y1="{height - 20}" x2="{width - 10}" y2="{height - 20}" stroke="#999"/>'
+        "</svg>"
+    )
