@@ -696,6 +696,42 @@ def status(
 
 
 @app.command()
+def submit(
+    job: JobArg,
+    address: Annotated[
+        str,
+        typer.Option(
+            "--address",
+            envvar="RAY_DASHBOARD_ADDRESS",
+            help="The cluster's dashboard / Jobs API, e.g. http://<head>:8265.",
+        ),
+    ],
+    auth: AuthOpt = None,
+    state_dir: Annotated[
+        str | None, typer.Option("--state-dir", help="The ledger on the cluster's head node.")
+    ] = None,
+    follow_logs: Annotated[
+        bool, typer.Option("--follow", help="Stream the run's output until it ends.")
+    ] = False,
+) -> None:
+    """Hand the job to a Ray cluster (Ray Jobs API); prints the submission id and returns."""
+    import sys
+
+    from cluster.submit import follow
+    from cluster.submit import submit as hand_over
+
+    with _user_errors():
+        submission = hand_over(job, address, auth_file=auth, state_dir=state_dir)
+    output.console.print(f"submitted {submission.submission_id}", soft_wrap=True)
+    output.console.print(f"dashboard: {submission.dashboard_url}", soft_wrap=True)
+    if not follow_logs:
+        return
+    status = follow(address, submission.submission_id, lambda text: sys.stdout.write(text))
+    output.console.print(f"{submission.submission_id}: {status.lower()}")
+    raise typer.Exit(EXIT_OK if status == "SUCCEEDED" else EXIT_FAILED)
+
+
+@app.command()
 def sink(
     port: Annotated[int, typer.Option("--port", "-p", help="0 picks a free port.")] = 8080,
     host: Annotated[str, typer.Option("--host", help="Loopback unless you mean it.")] = "127.0.0.1",

@@ -40,7 +40,11 @@ def connect(
         "namespace": NAMESPACE,
     }
     if address and address != "local":
-        ray_constants.ENABLE_RAY_CLUSTER = True
+        # Ray's own rule for which address this node has (a loopback-only head sets
+        # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 for its drivers too).
+        ray_constants.ENABLE_RAY_CLUSTER = (
+            os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1") != "0"
+        )
         ray.init(address=address, **quiet)
         return f"Ray cluster at {address}"
     # Embedded: loopback only, so nothing outside this machine can reach it (RAY-NOTES).

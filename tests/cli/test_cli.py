@@ -38,6 +38,7 @@ COMMANDS = [
     ["auth", "test"],
     ["loadtest"],
     ["status"],
+    ["submit"],
 ]
 
 

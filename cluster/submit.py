@@ -1,0 +1,123 @@
+"""Handing a job to a Ray cluster through the Ray Jobs API (`hookcast submit`).
+
+The job file travels in the submission's working dir with its audience paths made absolute
+(the cluster must see the same path: shared storage, or an s3:// / gs:// URL) and any
+``--auth`` file merged in. ``${ENV}`` references stay references: they are resolved by the
+run on the cluster, never copied here in clear text.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from actors.errors import HookcastError
+from cluster.job import load_job
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+AGENT_WAIT_S = 60.0
+
+
+class _KeepReferences(Mapping[str, str]):
+    """An environment in which every ``${NAME}`` stands for itself: nothing is expanded here."""
+
+    def __getitem__(self, name: str) -> str:
+        return "${" + name + "}"
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    submission_id: str
+    dashboard_url: str
+
+
+def prepare(job_path: Path, auth_file: Path | None, directory: Path) -> tuple[str, Path]:
+    """Check the job and write the file that travels; return the job name and the file."""
+    loaded = load_job(job_path, env=_KeepReferences(), auth_file=auth_file)
+    data = yaml.safe_load(loaded.raw_text)
+    data["audience"]["source"] = loaded.source
+    if loaded.ids_path is not None:
+        data["audience"]["ids"] = loaded.ids_path
+    target = directory / "job.yaml"
+    target.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return loaded.spec.name, target
+
+
+def submit(
+    job_path: Path,
+    address: str,
+    *,
+    auth_file: Path | None = None,
+    state_dir: str | None = None,
+) -> Submission:
+    """Submit ``hookcast run`` of the job to the cluster's Jobs API at ``address``."""
+    from ray.job_submission import JobSubmissionClient
+
+    with tempfile.TemporaryDirectory(prefix="hookcast-submit-") as work:
+        name, _ = prepare(job_path, auth_file, Path(work))
+        command = ["hookcast", "run", "job.yaml", "--json"]
+        if state_dir:
+            command += ["--state-dir", state_dir]
+        submission_id = f"hookcast-{name}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.urandom(2).hex()}"
+        try:
+            client = JobSubmissionClient(address)
+            deadline = time.monotonic() + AGENT_WAIT_S
+            while True:
+                try:
+                    client.submit_job(
+                        entrypoint=shlex.join(command),
+                        submission_id=submission_id,
+                        runtime_env={"working_dir": work},
+                        metadata={"hookcast_job": name},
+                    )
+                    break
+                except RuntimeError as exc:
+                    # A head that has just started has no job agent yet: Ray says try later.
+                    if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(1)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise HookcastError(
+                f"cannot submit to {address}: {str(exc).splitlines()[0][:200]}. Give the "
+                "dashboard address (http://<head>:8265); a cluster with token auth needs "
+                "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or ~/.ray/auth_token)."
+            ) from exc
+    return Submission(submission_id, f"{address.rstrip('/')}/#/jobs/{submission_id}")
+
+
+def follow(
+    address: str, submission_id: str, on_logs: Callable[[str], None], poll_s: float = 1.0
+) -> str:
+    """Stream the submission's new log lines until it ends; return its final status."""
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+    shown = 0
+    while True:
+        status = str(client.get_job_status(submission_id))
+        logs = client.get_job_logs(submission_id)
+        if len(logs) > shown:
+            on_logs(logs[shown:])
+            shown = len(logs)
+        if status.rsplit(".", 1)[-1] in TERMINAL:
+            return status.rsplit(".", 1)[-1]
+        time.sleep(poll_s)

@@ -1,0 +1,130 @@
+"""`hookcast submit` to a real Ray head started with `ray start --head` on 127.0.0.1.
+
+The head gets its own temp dir; the test stops exactly the processes under it (never
+`ray stop`, which would end every Ray on the machine, this session's included).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from typer.testing import CliRunner
+
+from cli.app import app
+from cluster.sink import Sink
+
+runner = CliRunner()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def head() -> Iterator[str]:
+    """A one-node Ray cluster on loopback; yields its dashboard (Jobs API) address."""
+    temp_dir = tempfile.mkdtemp(prefix="hc-head-", dir="/tmp")
+    dashboard = _free_port()
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    env.pop("RAY_ADDRESS", None)
+    started = subprocess.run(
+        [
+            str(Path(bin_dir) / "ray"),
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={_free_port()}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            "--num-cpus=2",
+            "--object-store-memory=268435456",
+            f"--temp-dir={temp_dir}",
+            "--disable-usage-stats",
+            # Its own agent and metrics ports: this session's Ray holds the default ones.
+            f"--dashboard-agent-listen-port={_free_port()}",
+            f"--dashboard-agent-grpc-port={_free_port()}",
+            f"--runtime-env-agent-port={_free_port()}",
+            f"--metrics-export-port={_free_port()}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode == 0, started.stderr[-2000:]
+    try:
+        yield f"http://127.0.0.1:{dashboard}"
+    finally:
+        for proc in psutil.process_iter(["cmdline"]):
+            if any(temp_dir in part for part in proc.info["cmdline"] or []):
+                proc.kill()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_submitted_job_runs_on_the_cluster_and_every_contact_arrives(
+    head: str,
+    sink: Sink,
+    write_job,
+    audience_5k: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HOOK_TOKEN", "local-value-not-sent")
+    job = write_job(sink.url, audience_5k, webhook__headers={"X-Token": "${HOOK_TOKEN}"})
+    started = time.monotonic()
+    result = runner.invoke(
+        app,
+        [
+            "submit",
+            str(job),
+            "--address",
+            head,
+            "--follow",
+            "--state-dir",
+            str(tmp_path / "cluster-state"),
+        ],
+        env={"HOOK_TOKEN": ""},
+    )
+    assert "submitted hookcast-test-job-" in result.output, result.output
+    assert f"{head}/#/jobs/hookcast-test-job-" in result.output
+    # The cluster resolves ${HOOK_TOKEN} itself: here (as on a real cluster) it is not set
+    # for the job, so the run is rejected there, and nothing is sent in clear text.
+    assert "HOOK_TOKEN" in result.output
+    assert "local-value-not-sent" not in result.output
+    assert sink.recorder.requests == 0
+    assert time.monotonic() - started < 120
+
+    plain = write_job(sink.url, audience_5k, filename="plain.yaml")
+    done = runner.invoke(
+        app,
+        [
+            "submit",
+            str(plain),
+            "--address",
+            head,
+            "--follow",
+            "--state-dir",
+            str(tmp_path / "cluster-state"),
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    assert "succeeded" in done.output
+    assert sink.recorder.contacts == 5000 and sink.recorder.duplicate_ids == 0
