@@ -182,3 +182,20 @@ def test_dead_letters_are_replayed_and_nothing_else(
     assert [a.key for a in replayed] == [dead.idem_key]
     assert poisoned in replayed[0].ids
     assert len(receiver.recorder.delivered_ids) == 5000
+
+
+def test_replay_to_another_url_sends_only_the_dead_letters_there(
+    write_job, ledger: Ledger, audience_5k: Path
+) -> None:
+    def reject_first_batch(request):
+        return Reply(status=422) if request.n == 1 else OK
+
+    with Sink(behaviour=reject_first_batch) as production:
+        first = start_run(load_job(write_job(production.url, audience_5k)), ledger)
+        [dead] = ledger.batches(first.run_id, [BatchStatus.DEAD_LETTERED])
+    with Sink() as staging:
+        second = replay_run(ledger, first.run_id, url=staging.url)
+        keys = [a.key for a in staging.recorder.arrivals]
+    assert second.status == RunStatus.SUCCEEDED
+    assert keys == [dead.idem_key]
+    assert production.recorder.requests == 10
