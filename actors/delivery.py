@@ -29,6 +29,7 @@ class Outcome(enum.StrEnum):
     EMPTY = "empty"  # nothing to send: the batch's contacts have all left the source
     NO_TOKEN = "no_token"  # not sent: the token endpoint is failing for now; try again later
     TOKEN_FATAL = "token_fatal"  # not sent: the authorization cannot give a token as defined
+    LATE = "late"  # not sent: it reached its sender after its rate-limit slot had passed
 
 
 def classify(status: int | None) -> Outcome:

@@ -1,4 +1,10 @@
-"""The per-endpoint request rate, as a token bucket on an injected clock. Plain Python."""
+"""The per-endpoint request rate, on an injected clock. Plain Python.
+
+A GCRA ("virtual scheduling") limiter: each permit is a *slot*, a time at which one
+request may be sent, and slots are at least ``1 / rate`` apart. Handing out slots a little
+ahead lets a request travel to its sender and wait there for its slot, so the rate holds at
+the endpoint, not only where requests are dispatched.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,8 @@ from collections.abc import Callable
 class RateLimiter:
     """At most ``rate`` requests a second, in bursts of at most ``burst``.
 
-    With ``burst=1`` no sliding one-second window holds more than ``rate + 1`` requests.
-    ``pause_until`` holds every request back until a time (a 429's Retry-After), so one
+    With ``burst=1`` no sliding one-second window holds more than ``rate + 1`` slots.
+    ``pause_until`` holds every slot back until a time (a 429's Retry-After), so one
     sender's 429 slows the whole pool. ``rate=None`` only honours pauses.
     """
 
@@ -24,29 +30,30 @@ class RateLimiter:
         self.rate = rate
         self.burst = burst
         self._clock = clock
-        self._tokens = burst
-        self._updated = clock()
+        self._next = clock()  # the theoretical time of the next slot
         self._paused_until = 0.0
 
-    def _refill(self, now: float) -> None:
+    def _earliest(self, now: float) -> float:
+        slot = max(now, self._paused_until)
         if self.rate is not None:
-            self._tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
-        self._updated = now
+            slot = max(slot, self._next - (self.burst - 1) / self.rate)
+        return slot
 
     def wait_s(self) -> float:
-        """Seconds until a request may go (0.0: now)."""
+        """Seconds until the next slot (0.0: now)."""
         now = self._clock()
-        self._refill(now)
-        wait = max(0.0, self._paused_until - now)
-        if self.rate is not None and self._tokens < 1.0:
-            wait = max(wait, (1.0 - self._tokens) / self.rate)
-        return wait
+        return self._earliest(now) - now
 
-    def take(self) -> None:
-        """Spend one request's permit; call when ``wait_s()`` is 0."""
-        self._refill(self._clock())
+    def take(self) -> float:
+        """Spend the next slot; returns its time (the clock's units)."""
+        slot = self._earliest(self._clock())
         if self.rate is not None:
-            self._tokens -= 1.0
+            self._next = max(self._next, slot) + 1.0 / self.rate
+        return slot
+
+    def reserve(self, lead_s: float) -> float | None:
+        """The next slot if it is at most ``lead_s`` away (spent), else None."""
+        return self.take() if self.wait_s() <= lead_s else None
 
     def pause_until(self, when: float) -> None:
         self._paused_until = max(self._paused_until, when)

@@ -28,6 +28,7 @@ from actors.redact import redact
 from actors.render import ELEMENT_COLUMN, assemble_body
 
 RESPONSE_EXCERPT_BYTES = 1024
+LATE_S = 0.01  # a request this far past its slot is handed back, not sent in a bunch
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,7 @@ class BatchOrder:
     key: str
     attempt: int
     sent_at_ms: int
+    send_at: float | None = None  # epoch s: its rate-limit slot; None: send at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,20 @@ class Sender:
                 0,
                 error="none of its contacts are in the source any more",
             )
+        if order.send_at is not None:
+            wait = order.send_at - time.time()
+            if wait < -LATE_S:
+                return AttemptResult(
+                    order.seq,
+                    order.attempt,
+                    Outcome.LATE,
+                    None,
+                    0.0,
+                    contacts,
+                    0,
+                    error="reached its sender after its slot",
+                )
+            await asyncio.sleep(max(0.0, wait))
         body = assemble_body(elements, order.sent_at_ms)
         try:
             tokens = await self._current_tokens()

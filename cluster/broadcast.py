@@ -44,6 +44,7 @@ class DeliverySettings:
     prefetch_batches: int = 16  # the segment never runs further ahead of the senders
     chunk_batches: int = 4  # batches per Ray call when no request rate is set
     token_wait_s: float = 2.0  # before asking again for a batch that got no token
+    slot_lead_s: float = 0.1  # how early a rate-limited request is handed to its sender
     poll_s: float = 0.02
 
 
@@ -93,6 +94,7 @@ class _Attempt:
     attempt: int
     sender: int  # a chunk goes to one sender
     sent_at_ms: int | None = None  # the batch's sendTime, fixed at its first attempt
+    send_at: float | None = None  # epoch s of its rate-limit slot
 
 
 class RunAborted(Exception):
@@ -143,6 +145,8 @@ class Coordinator:
         self.limiter = RateLimiter(settings.requests_per_second, clock=clock)
         self.per_call = 1 if settings.requests_per_second else settings.chunk_batches
         self.per_call = max(1, min(self.per_call, settings.max_in_flight))
+        # With a rate, requests leave early and wait at their sender for their slot.
+        self.lead_s = settings.slot_lead_s if settings.requests_per_second else 0.0
         self.rng = random.Random()
         self.in_flight: dict[ray.ObjectRef, list[_Attempt]] = {}
         self.in_flight_batches = 0
@@ -173,7 +177,7 @@ class Coordinator:
                 free = self.settings.max_in_flight - self.in_flight_batches - len(to_send)
                 if free <= 0:
                     break
-                permit_wait = self.limiter.wait_s()
+                permit_wait = self.limiter.wait_s() - self.lead_s
                 if permit_wait > 0:
                     wait_s = min(wait_s, permit_wait)
                     if self.metrics:
@@ -189,7 +193,12 @@ class Coordinator:
                     attempt = self.ready.popleft()
                 if attempt is None:
                     break
-                self.limiter.take()
+                slot = self.limiter.take()
+                attempt.send_at = (
+                    time.time() + (slot - self.clock())
+                    if self.settings.requests_per_second
+                    else None
+                )
                 to_send.append(attempt)
             self._send(to_send)
             idle = not self.ready and not self.retries and stream_done
@@ -238,7 +247,7 @@ class Coordinator:
         now_ms = send_time_ms()
         for attempt in group:
             attempt.sent_at_ms = attempt.sent_at_ms or now_ms
-        orders = [BatchOrder(a.seq, a.key, a.attempt, a.sent_at_ms) for a in group]
+        orders = [BatchOrder(a.seq, a.key, a.attempt, a.sent_at_ms, a.send_at) for a in group]
         sender = self.senders[group[0].sender]
         ref = sender.deliver.remote(group[0].chunk, orders)
         self.in_flight[ref] = group
@@ -294,6 +303,8 @@ class Coordinator:
         elif outcome is Outcome.TOKEN_FATAL:
             self.aborted = result.error or "the authorization gave no token"
             self._schedule_retry(attempt, 0.0, same_attempt=True)
+        elif outcome is Outcome.LATE:
+            self._schedule_retry(attempt, 0.0, same_attempt=True)  # a new slot, no attempt used
         elif outcome is Outcome.NO_TOKEN:
             # Not sent, so no delivery attempt is used up; the token service keeps trying.
             self._schedule_retry(attempt, self.settings.token_wait_s, same_attempt=True)
