@@ -129,6 +129,14 @@ def _ledger(state_dir: Path):
     return Ledger(state_dir.expanduser())
 
 
+def _known_run(state_dir: Path, run_id: str, address: str | None):
+    """The ledger, once ``run_id`` is known to be in it (before Ray is started for it)."""
+    ledger = _ledger(state_dir)
+    ledger.get_run(run_id)
+    _connect(address)
+    return ledger
+
+
 def _connect(address: str | None) -> None:
     from cluster.connect import connect
 
@@ -136,12 +144,13 @@ def _connect(address: str | None) -> None:
         connect(address, verbose=_options["verbose"])
 
 
-def _broadcast(start: Callable[..., RunSummary], label: str, json_out: bool) -> None:
-    """Run a broadcast with a progress bar (or silently with --json); exit by its status."""
-    bar = None if json_out else output.RunBar(label)
+def _with_progress(start: Callable[..., object], label: str, quiet: bool):
+    """Call ``start(on_planned=, on_progress=, stop=)`` under a progress bar (none when
+    ``quiet``), with Ctrl-C / SIGTERM setting ``stop``; return what it returns."""
+    bar = None if quiet else output.RunBar(label)
     with _stop_on_signals() as stop:
         try:
-            summary = start(
+            return start(
                 on_planned=bar.start if bar else None,
                 on_progress=bar.update if bar else None,
                 stop=stop,
@@ -149,6 +158,11 @@ def _broadcast(start: Callable[..., RunSummary], label: str, json_out: bool) -> 
         finally:
             if bar:
                 bar.stop()
+
+
+def _broadcast(start: Callable[..., RunSummary], label: str, json_out: bool) -> None:
+    """Run a broadcast with a progress bar (or silently with --json); exit by its status."""
+    summary = _with_progress(start, label, json_out)
     if json_out:
         output.print_json(summary.to_dict())
     else:
@@ -259,9 +273,7 @@ def resume(
     from cluster.runs import resume_run
 
     with _user_errors():
-        ledger = _ledger(state_dir)
-        ledger.get_run(run_id)
-        _connect(address)
+        ledger = _known_run(state_dir, run_id, address)
         _broadcast(lambda **kw: resume_run(ledger, run_id, senders=senders, **kw), run_id, json_out)
 
 
@@ -280,9 +292,7 @@ def replay(
     from cluster.runs import replay_run
 
     with _user_errors():
-        ledger = _ledger(state_dir)
-        ledger.get_run(run_id)
-        _connect(address)
+        ledger = _known_run(state_dir, run_id, address)
         _broadcast(
             lambda **kw: replay_run(ledger, run_id, url=url, senders=senders, **kw),
             run_id,
@@ -628,19 +638,9 @@ def loadtest(
     with _user_errors():
         ledger = _ledger(state_dir)
         _connect(address)
-        bar = None if json_out else output.RunBar("loadtest")
-        with _stop_on_signals() as stop:
-            try:
-                result = run_loadtest(
-                    options,
-                    ledger,
-                    on_planned=bar.start if bar else None,
-                    on_progress=bar.update if bar else None,
-                    stop=stop,
-                )
-            finally:
-                if bar:
-                    bar.stop()
+        result = _with_progress(
+            lambda **kw: run_loadtest(options, ledger, **kw), "loadtest", json_out
+        )
     path = write_report(
         result, report or state_dir.expanduser() / "reports" / f"{result.summary.run_id}.html"
     )
@@ -800,14 +800,7 @@ def demo(
             loaded = load_job(job_path)
             ledger = _ledger(state_dir)
             _connect(None)
-            bar = output.RunBar("demo")
-            with _stop_on_signals() as stop:
-                try:
-                    summary = start_run(
-                        loaded, ledger, on_planned=bar.start, on_progress=bar.update, stop=stop
-                    )
-                finally:
-                    bar.stop()
+            summary = _with_progress(lambda **kw: start_run(loaded, ledger, **kw), "demo", False)
         stats = receiver.recorder.snapshot()
     output.print_summary(summary)
     output.console.print(

@@ -247,3 +247,21 @@ def test_status_lists_running_runs_and_hookcast_actors(tmp_path: Path) -> None:
     shown = orjson.loads(result.stdout)
     assert [r["run_id"] for r in shown["runs"]] == ["live-20261128T000000-abcd"]
     assert "hookcast/probe-actor" in [a["name"] for a in shown["actors"]]
+
+
+def test_demo_broadcasts_the_sample_audience_and_shows_what_arrived(tmp_path: Path) -> None:
+    import duckdb
+
+    result = invoke(
+        "demo", "--contacts", "2000", "--dir", tmp_path / "demo", "--state-dir", tmp_path / "state"
+    )
+    assert result.exit_code == 0, result.output
+    expected = duckdb.sql(
+        f"SELECT count(*) FROM read_parquet('{tmp_path / 'demo' / 'contacts.parquet'}') "
+        "WHERE isAnonymous = false"
+    ).fetchall()[0][0]
+    assert 0 < expected < 2000
+    assert f"{expected:,} contacts ({expected:,} unique, 0 duplicates)" in " ".join(
+        result.output.split()
+    )
+    assert '"sendTime"' in result.output and '"_custom"' in result.output
