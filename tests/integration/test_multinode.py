@@ -97,8 +97,8 @@ def test_50000_contacts_over_three_nodes_arrive_once_within_the_global_rate_limi
         job = write_job(
             receiver.url,
             audience,
-            batch_size=250,
-            rate_limit={"requests_per_second": 20, "max_in_flight": 6},
+            batch_size=500,
+            rate_limit={"requests_per_second": 10, "max_in_flight": 6},
         )
         ran = subprocess.run(
             [
@@ -125,11 +125,11 @@ def test_50000_contacts_over_three_nodes_arrive_once_within_the_global_rate_limi
         duplicates = receiver.recorder.duplicate_ids
     assert ran.returncode == 0, ran.stderr[-3000:]
     summary = orjson.loads(ran.stdout)
-    assert summary["delivered_batches"] == 200
+    assert summary["delivered_batches"] == 100
     assert len(delivered) == 50_000 and duplicates == 0
     times = sorted(a.t for a in arrivals)
     busiest = max(sum(1 for t in times if start <= t < start + 1) for start in times)
-    # Slots are 50 ms apart (limit + 1 per second by construction, see test_delivery.py);
+    # Slots are 100 ms apart (limit + 1 per second by construction, see test_delivery.py);
     # here three Ray nodes share two cores with the receiver, whose own timestamps then
     # jitter by tens of ms, so one more request may seem to fall into a window.
-    assert busiest <= 20 + 2
+    assert busiest <= 10 + 2
