@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -81,15 +82,23 @@ def main_options(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log each phase, and show Ray's own output.")
     ] = False,
+    dashboard: Annotated[
+        bool,
+        typer.Option(
+            "--dashboard",
+            help="Start the embedded Ray with its dashboard on 127.0.0.1 (about 1 s more "
+            "start-up) and print its address. A cluster has its own.",
+        ),
+    ] = False,
 ) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    _options["verbose"] = verbose
+    _options.update(verbose=verbose, dashboard=dashboard)
 
 
-_options: dict[str, bool] = {"verbose": False}
+_options: dict[str, bool] = {"verbose": False, "dashboard": False}
 
 
 @contextlib.contextmanager
@@ -141,7 +150,9 @@ def _connect(address: str | None) -> None:
     from cluster.connect import connect
 
     with output.errors.status("starting Ray" if not address else f"connecting to {address}"):
-        connect(address, verbose=_options["verbose"])
+        where = connect(address, verbose=_options["verbose"], dashboard=_options["dashboard"])
+    if _options["dashboard"]:
+        output.errors.print(where, soft_wrap=True)
 
 
 def _with_progress(start: Callable[..., object], label: str, quiet: bool):
@@ -816,7 +827,14 @@ def demo(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    finally:
+        # Ray's own exit hook would sleep 0.5 s first, to let stray error messages through.
+        if "ray" in sys.modules:
+            from cluster.connect import disconnect
+
+            disconnect()
 
 
 if __name__ == "__main__":

@@ -135,8 +135,7 @@ def start_run(
     before any request is sent."""
     validate(job)
     run_id = run_id or new_run_id(job.spec.name)
-    config = segment_config(job)
-    segment = start_segment(config, name=f"hookcast/{run_id}/segment")
+    segment, pool = _start_actors(job, run_id, senders=senders)
     try:
         try:
             ids: pa.Array = ray.get(segment.freeze.remote())
@@ -165,16 +164,30 @@ def start_run(
             ledger,
             run_id,
             segment,
+            pool,
             ray.put(ids),
             [p.seq for p in plans],
             {p.seq: p.idem_key for p in plans},
-            senders=senders,
             on_planned=on_planned,
             on_progress=on_progress,
             stop=stop,
         )
     finally:
-        stop_actors([segment])
+        stop_actors([segment, *pool])
+
+
+def _start_actors(
+    job: LoadedJob, run_id: str, *, url: str | None = None, senders: int | None = None
+) -> tuple[ray.actor.ActorHandle, list[ray.actor.ActorHandle]]:
+    """The run's segment actor and sender pool, started together: their worker processes
+    come up in parallel, while the segment freezes the audience."""
+    segment = start_segment(segment_config(job), name=f"hookcast/{run_id}/segment")
+    pool = start_senders(
+        sender_config(job, url=url),
+        count=senders or default_senders(),
+        name_prefix=f"hookcast/{run_id}",
+    )
+    return segment, pool
 
 
 def resume_run(ledger: Ledger, run_id: str, **options) -> RunSummary:
@@ -214,7 +227,7 @@ def _continue(
         )
     ids = ledger.frozen_audience(run.run_id)
     ledger.claim_run(run.run_id)
-    segment = start_segment(segment_config(job), name=f"hookcast/{run.run_id}/segment")
+    segment, pool = _start_actors(job, run.run_id, url=url, senders=senders)
     logger.info("%s %s: %d batches", verb, run.run_id, len(todo))
     try:
         return _deliver(
@@ -222,17 +235,16 @@ def _continue(
             ledger,
             run.run_id,
             segment,
+            pool,
             ray.put(ids),
             [b.seq for b in todo],
             {b.seq: b.idem_key for b in todo},
-            url=url,
-            senders=senders,
             on_planned=on_planned,
             on_progress=on_progress,
             stop=stop,
         )
     finally:
-        stop_actors([segment])
+        stop_actors([segment, *pool])
 
 
 def _deliver(
@@ -240,12 +252,11 @@ def _deliver(
     ledger: Ledger,
     run_id: str,
     segment: ray.actor.ActorHandle,
+    pool: list[ray.actor.ActorHandle],
     frozen: ray.ObjectRef,
     seqs: list[int],
     keys: dict[int, str],
     *,
-    url: str | None = None,
-    senders: int | None = None,
     on_planned: ProgressCallback | None,
     on_progress: ProgressCallback | None,
     stop: threading.Event | None,
@@ -261,39 +272,31 @@ def _deliver(
     )
     if on_planned:
         on_planned(progress)
-    pool = start_senders(
-        sender_config(job, url=url),
-        count=senders or default_senders(),
-        name_prefix=f"hookcast/{run_id}",
+    # Senders must be up before the clock starts: calls queued while they start would all
+    # leave at once and break the endpoint's rate limit.
+    ray.get([sender.__ray_ready__.remote() for sender in pool])
+    started = time.monotonic()
+    coordinator = Coordinator(
+        run_id=run_id,
+        ledger=ledger,
+        segment=segment,
+        senders=pool,
+        frozen=frozen,
+        seqs=seqs,
+        keys=keys,
+        settings=delivery_settings(job),
+        progress=progress,
+        on_progress=on_progress,
+        stop=stop,
+        metrics=RunMetrics(run.job, run.endpoint or ""),
     )
     note = None
     try:
-        # Senders must be up before the clock starts: calls queued while they start would
-        # all leave at once and break the endpoint's rate limit.
-        ray.get([sender.__ray_ready__.remote() for sender in pool])
-        started = time.monotonic()
-        coordinator = Coordinator(
-            run_id=run_id,
-            ledger=ledger,
-            segment=segment,
-            senders=pool,
-            frozen=frozen,
-            seqs=seqs,
-            keys=keys,
-            settings=delivery_settings(job),
-            progress=progress,
-            on_progress=on_progress,
-            stop=stop,
-            metrics=RunMetrics(run.job, run.endpoint or ""),
-        )
-        try:
-            status = coordinator.run()
-        except RunAborted as exc:
-            status, note = RunStatus.INTERRUPTED, redact(exc.reason, job.secrets)
-        if coordinator.gone:
-            note = coordinator.gone
-    finally:
-        stop_actors(pool)
+        status = coordinator.run()
+    except RunAborted as exc:
+        status, note = RunStatus.INTERRUPTED, redact(exc.reason, job.secrets)
+    if coordinator.gone:
+        note = coordinator.gone
     duration = time.monotonic() - started
     record = ledger.finish_run(
         run_id, status, duration_s=round(duration, 3), retries=progress.retries, note=note
