@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -74,6 +75,9 @@ class Sender:
                 needed.setdefault(auth_id, set()).add(key)
         self._keys = {auth_id: frozenset(keys) for auth_id, keys in needed.items()}
         self._auths = [a for a in config.authorizations if a.id in needed]
+        self._outcomes: Counter[str] = Counter()  # attempts by outcome, for stats()
+        self._contacts = 0  # contacts in requests answered 2xx
+        self._in_flight = 0  # batches handed to this sender and not yet answered
 
     def _http(self) -> httpx.AsyncClient:
         # Created lazily: the client binds to the running event loop.
@@ -110,7 +114,24 @@ class Sender:
         for order in orders:
             start, end = np.searchsorted(seqs, [order.seq, order.seq + 1])
             posts.append(self._post(order, elements.slice(start, end - start)))
-        return list(await asyncio.gather(*posts))
+        self._in_flight += len(posts)
+        try:
+            results = await asyncio.gather(*posts)
+        finally:
+            self._in_flight -= len(posts)
+        for result in results:
+            self._outcomes[result.outcome.value] += 1
+            if result.outcome is Outcome.DELIVERED:
+                self._contacts += result.contacts
+        return results
+
+    async def stats(self) -> dict[str, object]:
+        """What this sender has done so far (for `hookcast status`)."""
+        return {
+            "in_flight": self._in_flight,
+            "delivered_contacts": self._contacts,
+            "attempts": dict(self._outcomes),
+        }
 
     async def _post(self, order: BatchOrder, elements: pa.ChunkedArray) -> AttemptResult:
         contacts = len(elements)

@@ -171,10 +171,20 @@ def _with_progress(start: Callable[..., object], label: str, quiet: bool):
                 bar.stop()
 
 
-def _broadcast(start: Callable[..., RunSummary], label: str, json_out: bool) -> None:
-    """Run a broadcast with a progress bar (or silently with --json); exit by its status."""
-    summary = _with_progress(start, label, json_out)
-    if json_out:
+def _broadcast(
+    start: Callable[..., RunSummary], label: str, json_out: bool, progress_lines: bool = False
+) -> None:
+    """Run a broadcast with a progress bar (or silently with --json, or as progress lines
+    for a reader of the output); exit by its status."""
+    if progress_lines:
+        summary = _with_progress_lines(start)
+    else:
+        summary = _with_progress(start, label, json_out)
+    if progress_lines:
+        from cluster.report import summary_line
+
+        print(summary_line(summary), flush=True)
+    elif json_out:
         output.print_json(summary.to_dict())
     else:
         output.print_summary(summary)
@@ -186,6 +196,20 @@ def _broadcast(start: Callable[..., RunSummary], label: str, json_out: bool) -> 
                 f"resend them with: hookcast replay {summary.run_id}"
             )
     raise typer.Exit(_EXIT_BY_STATUS.get(summary.status, EXIT_FAILED))
+
+
+def _with_progress_lines(start: Callable[..., RunSummary]) -> RunSummary:
+    from cluster.report import progress_line, throttled
+
+    def emit(line: str) -> None:
+        print(line, flush=True)
+
+    with _stop_on_signals() as stop:
+        return start(
+            on_planned=lambda progress: emit(progress_line(progress)),
+            on_progress=throttled(emit),
+            stop=stop,
+        )
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -254,6 +278,15 @@ def run(
     address: AddressOpt = None,
     senders: SendersOpt = None,
     auth: AuthOpt = None,
+    progress_lines: Annotated[
+        bool,
+        typer.Option(
+            "--progress-lines",
+            hidden=True,
+            help="Print progress as `hookcast-progress {json}` lines and the summary as one "
+            "`hookcast-summary {json}` line (what `submit --follow` reads from job logs).",
+        ),
+    ] = False,
 ) -> None:
     """Run the broadcast now, in the foreground, with a progress bar."""
     from cluster.job import load_job
@@ -269,6 +302,7 @@ def run(
             lambda **kw: start_run(loaded, ledger, senders=senders, **kw),
             loaded.spec.name,
             json_out,
+            progress_lines,
         )
 
 
@@ -675,33 +709,29 @@ def status(
         ),
     ] = None,
 ) -> None:
-    """Running runs (with their progress) and the hookcast actors on the connected cluster."""
+    """Running runs (with their progress) and the hookcast actors on the connected cluster:
+    where each runs and, for senders, how far it has got."""
     import ray
 
     with _user_errors():
         running = [r for r in _ledger(state_dir).list_runs(limit=200) if r.status == "running"]
-        actors: list[dict] = []
+        actors = []
         if address or ray.is_initialized():
+            from cluster.status import hookcast_actors
+
             _connect(address)
-            actors = sorted(
-                (
-                    a
-                    for a in ray.util.list_named_actors(all_namespaces=True)
-                    if a["name"].startswith("hookcast/")
-                ),
-                key=lambda a: a["name"],
-            )
+            actors = hookcast_actors()
     if json_out:
-        output.print_json({"runs": [r.to_dict() for r in running], "actors": actors})
+        output.print_json(
+            {"runs": [r.to_dict() for r in running], "actors": [a.to_dict() for a in actors]}
+        )
         return
     if running:
         output.print_runs(running)
     else:
         output.console.print(f"no run is running in {state_dir}")
     if actors:
-        output.console.print(
-            "hookcast actors: " + ", ".join(a["name"] for a in actors), soft_wrap=True
-        )
+        output.print_actors(actors)
     elif address:
         output.console.print(f"no hookcast actors on {address}")
 
@@ -725,9 +755,9 @@ def submit(
         bool, typer.Option("--follow", help="Stream the run's output until it ends.")
     ] = False,
 ) -> None:
-    """Hand the job to a Ray cluster (Ray Jobs API); prints the submission id and returns."""
-    import sys
-
+    """Hand the job to a Ray cluster (Ray Jobs API); prints the submission id and returns.
+    With --follow, shows the run's progress on the cluster and its summary, and exits as
+    `hookcast run` would."""
     from cluster.submit import follow
     from cluster.submit import submit as hand_over
 
@@ -737,9 +767,45 @@ def submit(
     output.console.print(f"dashboard: {submission.dashboard_url}", soft_wrap=True)
     if not follow_logs:
         return
-    status = follow(address, submission.submission_id, lambda text: sys.stdout.write(text))
-    output.console.print(f"{submission.submission_id}: {status.lower()}")
-    raise typer.Exit(EXIT_OK if status == "SUCCEEDED" else EXIT_FAILED)
+    watcher = _SubmissionWatcher(submission.submission_id)
+    try:
+        ended = follow(address, submission.submission_id, watcher.line)
+    finally:
+        watcher.close()
+    if watcher.summary is not None:
+        output.print_summary(watcher.summary)
+        raise typer.Exit(_EXIT_BY_STATUS.get(watcher.summary.status, EXIT_FAILED))
+    output.errors.print(f"{submission.submission_id}: {ended.status.lower()} {ended.message}")
+    rejected = "exit code 2" in ended.message
+    raise typer.Exit(EXIT_REJECTED if rejected else EXIT_FAILED)
+
+
+class _SubmissionWatcher:
+    """Turns a submitted run's log lines into a progress bar and its summary; other lines
+    (errors, Ray's own) are shown as they come."""
+
+    def __init__(self, label: str) -> None:
+        self.bar = output.RunBar(label)
+        self.started = False
+        self.summary: RunSummary | None = None
+
+    def line(self, text: str) -> None:
+        from cluster.broadcast import Progress
+        from cluster.report import parse_line
+
+        parsed = parse_line(text)
+        if isinstance(parsed, Progress):
+            if not self.started:
+                self.bar.start(parsed)
+                self.started = True
+            self.bar.update(parsed)
+        elif isinstance(parsed, RunSummary):
+            self.summary = parsed
+        elif text.strip():
+            output.errors.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def close(self) -> None:
+        self.bar.stop()
 
 
 @app.command()

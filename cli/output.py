@@ -6,6 +6,7 @@ import sys
 import time
 from collections.abc import Iterable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import orjson
 from rich.console import Console
@@ -25,6 +26,9 @@ from rich.text import Text
 from cluster.broadcast import Progress as RunProgress
 from cluster.broadcast import RunSummary
 from cluster.ledger import BatchRecord, RunRecord
+
+if TYPE_CHECKING:
+    from cluster.status import ActorStatus
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)
@@ -166,6 +170,32 @@ def print_runs(runs: Iterable[RunRecord]) -> None:
             "" if run.duration_s is None else f"{run.duration_s:.1f} s",
         )
     console.print(table)
+
+
+def print_actors(actors: Iterable[ActorStatus]) -> None:
+    """One row per hookcast actor: where it runs and, for those that count, its progress."""
+    table = Table(title="hookcast actors")
+    for column in ("run", "actor", "state", "node", "pid", "progress"):
+        table.add_column(column)
+    for actor in actors:
+        node = f"{actor.node_ip} ({actor.node_id[:8]})" if actor.node_id else "-"
+        state = actor.state + (f", {actor.restarts} restarts" if actor.restarts else "")
+        role = actor.name.rsplit("/", 1)[-1]
+        row = (actor.run_id or "-", role, state, node, str(actor.pid or "-"))
+        table.add_row(*row, _progress(actor.stats))
+    console.print(table)
+
+
+def _progress(stats: dict | None) -> str:
+    if stats is None:
+        return ""
+    if "delivered_contacts" in stats:  # a sender
+        attempts = sum(stats["attempts"].values())
+        return (
+            f"{stats['delivered_contacts']:,} delivered, {attempts:,} attempts, "
+            f"{stats['in_flight']} in flight"
+        )
+    return ", ".join(f"{name} {value:,}" for name, value in stats.items())
 
 
 def print_run(run: RunRecord, failed: list[BatchRecord]) -> None:

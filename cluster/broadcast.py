@@ -92,7 +92,7 @@ class _Attempt:
     key: str
     chunk: ray.ObjectRef  # the segment's chunk holding this batch
     attempt: int
-    sender: int  # a chunk goes to one sender
+    sender: int  # a chunk goes to one sender, unless that sender is lost
     sent_at_ms: int | None = None  # the batch's sendTime, fixed at its first attempt
     send_at: float | None = None  # epoch s of its rate-limit slot
 
@@ -269,13 +269,15 @@ class Coordinator:
             try:
                 results: list[AttemptResult] = ray.get(ref)
             except _SENDER_LOST as exc:
-                # The outcome is unknown: send again, same keys.
+                # The outcome is unknown: send again, same keys, through the next sender
+                # (this one may be gone for good, with its node).
                 logger.warning(
                     "sender lost during batches %s (%s); sending them again",
                     [a.seq for a in group],
                     type(exc).__name__,
                 )
                 for attempt in group:
+                    attempt.sender = (attempt.sender + 1) % len(self.senders)
                     self._schedule_retry(attempt, 0.0)
                 continue
             except RayTaskError as exc:

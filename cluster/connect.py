@@ -88,6 +88,7 @@ def _lean_embedded_head(*, dashboard: bool, driver_logs: bool) -> Iterator[None]
     ``include_log_monitor`` are only reachable from ``ray start``), so the node's start
     methods are skipped for the duration of this one call; ray is pinned to 2.60.x for this
     and the other private APIs, and tests/integration/test_embedded.py checks the result."""
+
     def no_process(node: Node) -> None:
         pass
 

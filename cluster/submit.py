@@ -22,6 +22,7 @@ import yaml
 
 from actors.errors import HookcastError
 from cluster.job import load_job
+from cluster.report import LineSplitter
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
@@ -74,7 +75,7 @@ def submit(
 
     with tempfile.TemporaryDirectory(prefix="hookcast-submit-") as work:
         name, _ = prepare(job_path, auth_file, Path(work))
-        command = ["hookcast", "run", "job.yaml", "--json"]
+        command = ["hookcast", "run", "job.yaml", "--progress-lines"]
         if state_dir:
             command += ["--state-dir", state_dir]
         submission_id = f"hookcast-{name}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.urandom(2).hex()}"
@@ -104,20 +105,30 @@ def submit(
     return Submission(submission_id, f"{address.rstrip('/')}/#/jobs/{submission_id}")
 
 
+@dataclass(frozen=True, slots=True)
+class Ended:
+    status: str  # SUCCEEDED, FAILED or STOPPED
+    message: str  # Ray's word on it (e.g. the entrypoint's exit code)
+
+
 def follow(
-    address: str, submission_id: str, on_logs: Callable[[str], None], poll_s: float = 1.0
-) -> str:
-    """Stream the submission's new log lines until it ends; return its final status."""
+    address: str, submission_id: str, on_line: Callable[[str], None], poll_s: float = 1.0
+) -> Ended:
+    """Hand each new line of the submission's logs to ``on_line`` until it ends."""
     from ray.job_submission import JobSubmissionClient
 
     client = JobSubmissionClient(address)
+    lines = LineSplitter()
     shown = 0
     while True:
-        status = str(client.get_job_status(submission_id))
+        info = client.get_job_info(submission_id)
         logs = client.get_job_logs(submission_id)
-        if len(logs) > shown:
-            on_logs(logs[shown:])
-            shown = len(logs)
-        if status.rsplit(".", 1)[-1] in TERMINAL:
-            return status.rsplit(".", 1)[-1]
+        for line in lines.feed(logs[shown:]):
+            on_line(line)
+        shown = len(logs)
+        status = str(info.status).rsplit(".", 1)[-1]
+        if status in TERMINAL:
+            for line in lines.rest():
+                on_line(line)
+            return Ended(status, info.message or "")
         time.sleep(poll_s)

@@ -234,19 +234,30 @@ def test_status_lists_running_runs_and_hookcast_actors(tmp_path: Path) -> None:
 
     @ray.remote(num_cpus=0)
     class Probe:
-        def ping(self) -> int:
-            return 1
+        def pid(self) -> int:
+            return os.getpid()
 
-    probe = Probe.options(name="hookcast/probe-actor").remote()
-    ray.get(probe.ping.remote())
+        def stats(self) -> dict:
+            return {"delivered_contacts": 1500, "in_flight": 2, "attempts": {"delivered": 3}}
+
+    probe = Probe.options(name="hookcast/live-20261128T000000-abcd/sender-0").remote()
+    pid = ray.get(probe.pid.remote())
     try:
         result = invoke("status", "--json", "--state-dir", tmp_path / "state")
+        table = invoke("status", "--state-dir", tmp_path / "state")
     finally:
         ray.kill(probe)
     assert result.exit_code == 0, result.output
     shown = orjson.loads(result.stdout)
     assert [r["run_id"] for r in shown["runs"]] == ["live-20261128T000000-abcd"]
-    assert "hookcast/probe-actor" in [a["name"] for a in shown["actors"]]
+    [actor] = [a for a in shown["actors"] if a["kind"] == "Probe"]
+    assert actor["name"] == "hookcast/live-20261128T000000-abcd/sender-0"
+    assert actor["run_id"] == "live-20261128T000000-abcd"
+    assert actor["state"] == "ALIVE" and actor["pid"] == pid
+    assert actor["node_id"] == ray.get_runtime_context().get_node_id()
+    assert actor["stats"]["delivered_contacts"] == 1500
+    assert table.exit_code == 0, table.output
+    assert "1,500" in table.output and "sender-0" in table.output
 
 
 def test_demo_broadcasts_the_sample_audience_and_shows_what_arrived(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ The head gets its own temp dir; the test stops exactly the processes under it (n
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -73,10 +74,23 @@ def head() -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{dashboard}"
     finally:
-        for proc in psutil.process_iter(["cmdline"]):
-            if any(temp_dir in part for part in proc.info["cmdline"] or []):
+        # The agents rename themselves (ray::DashboardAgent): find them as descendants.
+        started_here = [
+            proc
+            for proc in psutil.process_iter(["cmdline"])
+            if any(temp_dir in part for part in proc.info["cmdline"] or [])
+        ]
+        for proc in {p for root in started_here for p in (root, *_descendants(root))}:
+            with contextlib.suppress(psutil.Error):
                 proc.kill()
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _descendants(proc: psutil.Process) -> list[psutil.Process]:
+    try:
+        return proc.children(recursive=True)
+    except psutil.Error:
+        return []
 
 
 def test_submitted_job_runs_on_the_cluster_and_every_contact_arrives(
@@ -108,6 +122,7 @@ def test_submitted_job_runs_on_the_cluster_and_every_contact_arrives(
     # The cluster resolves ${HOOK_TOKEN} itself: here (as on a real cluster) it is not set
     # for the job, so the run is rejected there, and nothing is sent in clear text.
     assert "HOOK_TOKEN" in result.output
+    assert result.exit_code == 2, result.output  # rejected there, as `hookcast run` would be
     assert "local-value-not-sent" not in result.output
     assert sink.recorder.requests == 0
     assert time.monotonic() - started < 120
@@ -126,5 +141,8 @@ def test_submitted_job_runs_on_the_cluster_and_every_contact_arrives(
         ],
     )
     assert done.exit_code == 0, done.output
+    # --follow shows the run's own summary (read from the job's progress lines), not raw logs.
+    assert "5,000 of 5,000 delivered" in done.output
     assert "succeeded" in done.output
+    assert "hookcast-progress" not in done.output and "hookcast-summary" not in done.output
     assert sink.recorder.contacts == 5000 and sink.recorder.duplicate_ids == 0
