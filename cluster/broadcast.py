@@ -32,6 +32,7 @@ from cluster.metrics import RunMetrics
 logger = logging.getLogger(__name__)
 
 _SENDER_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
+_SENT = frozenset({Outcome.DELIVERED, Outcome.RETRY, Outcome.DEAD, Outcome.GONE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +129,12 @@ class Coordinator:
         stop: threading.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
         metrics: RunMetrics | None = None,
+        attempts_before: dict[int, int] | None = None,
     ) -> None:
         self.run_id = run_id
+        # Attempts a batch had in earlier sessions of this run (resume, replay): the ledger
+        # counts on from there, while the retry budget is this session's own.
+        self.attempts_before = attempts_before or {}
         self.metrics = metrics
         self.ledger = ledger
         self.segment = segment
@@ -232,7 +237,9 @@ class Coordinator:
     def _send(self, attempts: list[_Attempt]) -> None:
         if not attempts:
             return
-        self._updates.extend(BatchUpdate(a.seq, BatchStatus.SENDING, a.attempt) for a in attempts)
+        self._updates.extend(
+            BatchUpdate(a.seq, BatchStatus.SENDING, self._in_ledger(a)) for a in attempts
+        )
         self._flush()  # the ledger knows a batch is in flight before its request leaves
         calls: dict[tuple[ray.ObjectRef, int], list[_Attempt]] = {}
         for attempt in attempts:
@@ -252,8 +259,6 @@ class Coordinator:
         ref = sender.deliver.remote(group[0].chunk, orders)
         self.in_flight[ref] = group
         self.in_flight_batches += len(group)
-        self.progress.requests += len(group)
-        self.progress.retries += sum(1 for a in group if a.attempt > 1)
 
     def _collect(self, timeout_s: float) -> None:
         if not self.in_flight:
@@ -295,6 +300,9 @@ class Coordinator:
     def _record(self, attempt: _Attempt, result: AttemptResult) -> None:
         latency_ms = round(result.latency_s * 1000, 2)
         outcome = result.outcome
+        if outcome in _SENT:  # requests handed back unsent (late, no token) do not count
+            self.progress.requests += 1
+            self.progress.retries += attempt.attempt > 1
         if outcome is Outcome.DELIVERED:
             self._final(attempt, BatchStatus.DELIVERED, result, latency_ms, None)
             self.progress.delivered_batches += 1
@@ -337,8 +345,13 @@ class Coordinator:
         reason: str | None,
     ) -> None:
         self._updates.append(
-            BatchUpdate(attempt.seq, status, attempt.attempt, result.status, latency_ms, reason)
+            BatchUpdate(
+                attempt.seq, status, self._in_ledger(attempt), result.status, latency_ms, reason
+            )
         )
+
+    def _in_ledger(self, attempt: _Attempt) -> int:
+        return self.attempts_before.get(attempt.seq, 0) + attempt.attempt
 
     def _schedule_retry(
         self, attempt: _Attempt, delay_s: float, *, same_attempt: bool = False
@@ -356,7 +369,10 @@ class Coordinator:
         self.retries.clear()
         self.ready.clear()
         for seq in pending:
-            self._updates.append(BatchUpdate(seq, BatchStatus.SKIPPED, 0, None, None, self.gone))
+            before = self.attempts_before.get(seq, 0)
+            self._updates.append(
+                BatchUpdate(seq, BatchStatus.SKIPPED, before, None, None, self.gone)
+            )
             self.progress.skipped_batches += 1
 
     def _unfinished(self) -> bool:

@@ -239,6 +239,7 @@ def _continue(
             ray.put(ids),
             [b.seq for b in todo],
             {b.seq: b.idem_key for b in todo},
+            attempts_before={b.seq: b.attempts for b in todo},
             on_planned=on_planned,
             on_progress=on_progress,
             stop=stop,
@@ -257,6 +258,7 @@ def _deliver(
     seqs: list[int],
     keys: dict[int, str],
     *,
+    attempts_before: dict[int, int] | None = None,
     on_planned: ProgressCallback | None,
     on_progress: ProgressCallback | None,
     stop: threading.Event | None,
@@ -289,6 +291,7 @@ def _deliver(
         on_progress=on_progress,
         stop=stop,
         metrics=RunMetrics(run.job, run.endpoint or ""),
+        attempts_before=attempts_before,
     )
     note = None
     try:

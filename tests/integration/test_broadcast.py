@@ -182,6 +182,9 @@ def test_dead_letters_are_replayed_and_nothing_else(
     assert [a.key for a in replayed] == [dead.idem_key]
     assert poisoned in replayed[0].ids
     assert len(receiver.recorder.delivered_ids) == 5000
+    # The ledger counts the batch's attempts across the run's sessions: 1 before, 1 now.
+    [again] = [b for b in ledger.batches(first.run_id) if b.seq == dead.seq]
+    assert again.status == BatchStatus.DELIVERED and again.attempts == dead.attempts + 1 == 2
 
 
 def test_replay_to_another_url_sends_only_the_dead_letters_there(

@@ -262,6 +262,8 @@ def test_10_requests_per_second_hold_across_4_senders(
         arrivals = receiver.recorder.arrivals
 
     assert summary.status == RunStatus.SUCCEEDED and summary.batches == 60
+    # Requests handed back unsent (past their slot) are not counted as requests.
+    assert summary.requests == len(arrivals) and summary.retries == 0
     assert_receiver_agrees_with_ledger(
         ledger, summary.run_id, arrivals, audience=ids_of(audience_3k)
     )
