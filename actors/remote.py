@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import os
+
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.scheduler import SchedulerActor
 from actors.segment import Segment, SegmentConfig
 from actors.sender import Sender, SenderConfig
+from actors.sources import is_remote, location_env
 from actors.token import TokenClient, TokenService
 
 
 def start_segment(config: SegmentConfig, *, name: str) -> ray.actor.ActorHandle:
-    """The run's segment actor: DuckDB and its temp files live wherever it lands."""
-    return ray.remote(Segment).options(name=name, num_cpus=0, max_restarts=0).remote(config)
+    """The run's segment actor: DuckDB and its temp files live wherever it lands.
+
+    It reads the source with the driver's object-store endpoint and region settings (not
+    its keys, which would show in the dashboard's runtime env): validated here, read there."""
+    options: dict = {"name": name, "num_cpus": 0, "max_restarts": 0}
+    forwarded = location_env(os.environ) if _reads_object_store(config) else {}
+    if forwarded:
+        options["runtime_env"] = {"env_vars": forwarded}
+    return ray.remote(Segment).options(**options).remote(config)
+
+
+def _reads_object_store(config: SegmentConfig) -> bool:
+    return is_remote(config.source) or (config.ids_path is not None and is_remote(config.ids_path))
 
 
 def start_token_service() -> ray.actor.ActorHandle:

@@ -24,9 +24,11 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 from actors.errors import AudienceError
 from actors.render import ELEMENT_COLUMN, DuckType, PayloadConfig, element_sql, sql_string
+from actors.sources import find_files, is_remote, open_dataset
 
 _REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _GLOB = re.compile(r"[*?\[]")
@@ -41,6 +43,8 @@ _INTEGER_TYPES = {
     "utinyint",
     "hugeint",
 }
+# The names remote sources are registered under, by the job key they come from.
+_REMOTE_TABLES = {"audience.source": "hookcast_source", "audience.ids": "hookcast_ids"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,21 +70,26 @@ class AudienceInfo:
 
 
 def source_sql(source: str) -> str:
-    """The DuckDB table function reading ``source`` (file, folder or glob)."""
+    """The DuckDB table function reading a local ``source`` (file, folder or glob).
+
+    s3:// and gs:// sources are pyarrow datasets instead (see ``Segment._table``)."""
     if not _REMOTE.match(source) and os.path.isdir(source):
         source = os.path.join(source, "**", "*.parquet")
     return f"read_parquet({sql_string(source)}, union_by_name = true)"
 
 
-def count_source_files(source: str) -> int:
-    """How many local files ``source`` names; raises AudienceError when it names none."""
+def count_source_files(source: str, key: str = "audience.source") -> int:
+    """How many files ``source`` names; raises AudienceError naming ``key`` when it names
+    none."""
+    if is_remote(source):
+        return len(find_files(key, source).files)
     if _REMOTE.match(source):
         return 1
     if os.path.isdir(source):
         found = glob.glob(os.path.join(source, "**", "*.parquet"), recursive=True)
         if not found:
             raise AudienceError(
-                f"audience.source {source} is a folder with no .parquet files in it: "
+                f"{key} {source} is a folder with no .parquet files in it: "
                 "point it at a parquet file, a folder of them, or a glob."
             )
         return len(found)
@@ -88,13 +97,13 @@ def count_source_files(source: str) -> int:
         found = glob.glob(source, recursive=True)
         if not found:
             raise AudienceError(
-                f"audience.source {source} matches no file: check the pattern "
+                f"{key} {source} matches no file: check the pattern "
                 "(paths are relative to the job file)."
             )
         return len(found)
     if not os.path.exists(source):
         raise AudienceError(
-            f"audience.source {source} does not exist: give a parquet file, a folder or a "
+            f"{key} {source} does not exist: give a parquet file, a folder or a "
             "glob (paths are relative to the job file)."
         )
     return 1
@@ -126,11 +135,41 @@ class Segment:
                 "temp_directory": self._temp_dir,
             }
         )
-        self._source = source_sql(config.source)
+        # Remote sources, opened on first use (listing and footers are I/O, and errors must
+        # surface from validate(), not from the constructor), by their registered name.
+        self._datasets: dict[str, ds.Dataset] = {}
 
     def close(self) -> None:
         self._con.close()
         shutil.rmtree(self._temp_dir, ignore_errors=True)
+
+    def _table(self, key: str, location: str) -> str:
+        """The SQL naming ``location``'s rows: ``read_parquet`` for a local path, else the
+        pyarrow dataset of its remote files, registered on the connection."""
+        if not is_remote(location):
+            return source_sql(location)
+        name = _REMOTE_TABLES[key]
+        if name not in self._datasets:
+            dataset = open_dataset(key, location)
+            self._con.register(name, dataset)
+            self._datasets[name] = dataset
+        return name
+
+    @property
+    def _source(self) -> str:
+        return self._table("audience.source", self.config.source)
+
+    @property
+    def _ids_source(self) -> str:
+        assert self.config.ids_path is not None
+        return self._table("audience.ids", self.config.ids_path)
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor that sees the remote sources: registrations are per connection."""
+        cursor = self._con.cursor()
+        for name, dataset in self._datasets.items():
+            cursor.register(name, dataset)
+        return cursor
 
     # -- validation ------------------------------------------------------------------------
 
@@ -168,11 +207,9 @@ class Segment:
                 f"(columns: {names})",
             )
         if self.config.ids_path is not None:
-            count_source_files(self.config.ids_path)
+            count_source_files(self.config.ids_path, "audience.ids")
             try:
-                id_columns = self._con.sql(
-                    f"SELECT * FROM {source_sql(self.config.ids_path)} LIMIT 0"
-                ).columns
+                id_columns = self._con.sql(f"SELECT * FROM {self._ids_source} LIMIT 0").columns
             except duckdb.Error as exc:
                 raise AudienceError(
                     f"audience.ids {self.config.ids_path} cannot be read as parquet: "
@@ -203,10 +240,7 @@ class Segment:
         if self.config.where is not None:
             sql = f"SELECT id FROM {self._source} WHERE ({self.config.where})"
         elif self.config.ids_path is not None:
-            sql = (
-                f"SELECT s.id FROM {self._source} s "
-                f"SEMI JOIN {source_sql(self.config.ids_path)} i ON s.id = i.id"
-            )
+            sql = f"SELECT s.id FROM {self._source} s SEMI JOIN {self._ids_source} i ON s.id = i.id"
         else:
             sql = f"SELECT id FROM {self._source}"
         try:
@@ -267,12 +301,13 @@ class Segment:
         if self.config.where is not None:
             filters.append(f"({self.config.where})")
         if self.config.ids_path is not None:
-            filters.append(f"s.id IN (SELECT id FROM {source_sql(self.config.ids_path)})")
+            filters.append(f"s.id IN (SELECT id FROM {self._ids_source})")
         tail = element_sql(self.columns(), self.config.payload)
-        con = self._con.cursor()
+        source = self._source
+        con = self._cursor()
         try:
             yield from con.sql(
-                f"SELECT s.id::BIGINT AS id, {tail} AS {ELEMENT_COLUMN} FROM {self._source} s "
+                f"SELECT s.id::BIGINT AS id, {tail} AS {ELEMENT_COLUMN} FROM {source} s "
                 f"WHERE {' AND '.join(filters)}"
             ).to_arrow_reader(64 * 1024)
         finally:
