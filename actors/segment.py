@@ -295,6 +295,15 @@ class Segment:
             )
             yield from pack_chunks(group_batches(ordered, wanted), wanted, chunk_batches)
 
+    def open_stream(self, frozen: pa.Array, seqs: Sequence[int], chunk_batches: int) -> None:
+        """Start ``stream`` for callers that pull its chunks one call at a time (``next_chunk``)
+        instead of through a streaming generator, which Ray Client cannot carry."""
+        self._pulled = self.stream(frozen, seqs, chunk_batches)
+
+    def next_chunk(self) -> pa.Table:
+        """The next chunk of the stream opened by ``open_stream``."""
+        return next(self._pulled)
+
     def _candidates(self, wanted_ids: np.ndarray) -> Iterator[pa.RecordBatch]:
         """Rendered rows that may belong to the wanted batches, in source order."""
         filters = [f"s.id BETWEEN {int(wanted_ids[0])} AND {int(wanted_ids[-1])}"]

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import psutil
 import pytest
 from typer.testing import CliRunner
@@ -34,10 +35,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def head() -> Iterator[str]:
-    """A one-node Ray cluster on loopback; yields its dashboard (Jobs API) address."""
+def cluster() -> Iterator[tuple[str, str]]:
+    """A one-node Ray cluster on loopback; yields its dashboard (Jobs API) address and its
+    Ray Client address."""
     temp_dir = tempfile.mkdtemp(prefix="hc-head-", dir="/tmp")
     dashboard = _free_port()
+    client = _free_port()
     bin_dir = str(Path(sys.executable).parent)
     env = {
         **os.environ,
@@ -55,6 +58,7 @@ def head() -> Iterator[str]:
             f"--port={_free_port()}",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
+            f"--ray-client-server-port={client}",
             "--num-cpus=2",
             "--object-store-memory=268435456",
             f"--temp-dir={temp_dir}",
@@ -72,7 +76,7 @@ def head() -> Iterator[str]:
     )
     assert started.returncode == 0, started.stderr[-2000:]
     try:
-        yield f"http://127.0.0.1:{dashboard}"
+        yield f"http://127.0.0.1:{dashboard}", f"ray://127.0.0.1:{client}"
     finally:
         # The agents rename themselves (ray::DashboardAgent): find them as descendants.
         started_here = [
@@ -91,6 +95,11 @@ def _descendants(proc: psutil.Process) -> list[psutil.Process]:
         return proc.children(recursive=True)
     except psutil.Error:
         return []
+
+
+@pytest.fixture(scope="module")
+def head(cluster: tuple[str, str]) -> str:
+    return cluster[0]
 
 
 def test_submitted_job_runs_on_the_cluster_and_every_contact_arrives(
@@ -145,4 +154,37 @@ def test_submitted_job_runs_on_the_cluster_and_every_contact_arrives(
     assert "5,000 of 5,000 delivered" in done.output
     assert "succeeded" in done.output
     assert "hookcast-progress" not in done.output and "hookcast-summary" not in done.output
+    assert sink.recorder.contacts == 5000 and sink.recorder.duplicate_ids == 0
+
+
+def test_run_with_a_ray_client_address_runs_on_that_cluster(
+    cluster: tuple[str, str], sink: Sink, write_job, audience_5k: Path, tmp_path: Path
+) -> None:
+    """`hookcast run --address ray://...`: the driver stays here, the actors run there."""
+    _, client = cluster
+    job = write_job(sink.url, audience_5k)
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("RAY_ADDRESS", None)
+    state = str(tmp_path / "state")
+    ran = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli.app",
+            "run",
+            str(job),
+            "--json",
+            "--address",
+            client,
+            "--state-dir",
+            state,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    summary = orjson.loads(ran.stdout)
+    assert summary["delivered_contacts"] == 5000
     assert sink.recorder.contacts == 5000 and sink.recorder.duplicate_ids == 0
