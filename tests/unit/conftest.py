@@ -1,6 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
 import pytest
+
+from actors.segment import Segment, SegmentConfig
+
+SEGMENT_BATCH = 100  # the batch size of the `segment` fixture's segments, unless told
 
 
 @pytest.fixture(autouse=True)
@@ -12,3 +19,19 @@ def _no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
         raise RuntimeError("unit tests must not start Ray; move this test to tests/integration")
 
     monkeypatch.setattr(ray, "init", refuse)
+
+
+@pytest.fixture
+def segment() -> Iterator[Callable[..., Segment]]:
+    """Make plain `Segment`s (batch size ``SEGMENT_BATCH`` unless given); closed after."""
+    opened: list[Segment] = []
+
+    def make(source: str | Path, **options: object) -> Segment:
+        options.setdefault("batch_size", SEGMENT_BATCH)
+        seg = Segment(SegmentConfig(source=str(source), **options))
+        opened.append(seg)
+        return seg
+
+    yield make
+    for seg in opened:
+        seg.close()

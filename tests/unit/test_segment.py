@@ -13,11 +13,13 @@ import pytest
 
 from actors.errors import AudienceError
 from actors.render import ELEMENT_COLUMN, SEND_TIME_PLACEHOLDER, PayloadConfig
-from actors.segment import Segment, SegmentConfig, group_batches
+from actors.segment import group_batches
 from cluster.synth import write_audience, write_ids
+from tests.unit.conftest import SEGMENT_BATCH
 
 N = 1_050
-BATCH = 100
+
+BATCH = SEGMENT_BATCH
 
 
 @pytest.fixture(scope="module")
@@ -37,21 +39,6 @@ def own_audience(audience, tmp_path):
     path = tmp_path / "contacts.parquet"
     shutil.copy(audience, path)
     return path
-
-
-@pytest.fixture
-def segment():
-    opened: list[Segment] = []
-
-    def make(source, **options) -> Segment:
-        options.setdefault("batch_size", BATCH)
-        seg = Segment(SegmentConfig(source=str(source), **options))
-        opened.append(seg)
-        return seg
-
-    yield make
-    for seg in opened:
-        seg.close()
 
 
 def _ids(table: pa.Table) -> list[int]:

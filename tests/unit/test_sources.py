@@ -31,9 +31,11 @@ from actors.sources import (
     short_reason,
 )
 from cluster.synth import write_audience, write_ids
+from tests.unit.conftest import SEGMENT_BATCH
 
 N = 1_050
-BATCH = 100
+
+BATCH = SEGMENT_BATCH
 BUCKET = "hookcast-audiences"
 KEY_ID = "hookcast-test-key"
 SECRET = "hookcast-test-secret-value"
@@ -169,21 +171,6 @@ def gcs_host(local: Path) -> Iterator[str]:
     finally:
         emulator.terminate()
         emulator.wait(timeout=10)
-
-
-@pytest.fixture
-def segment() -> Iterator:
-    opened: list[Segment] = []
-
-    def make(source: str | Path, **options: object) -> Segment:
-        options.setdefault("batch_size", BATCH)
-        seg = Segment(SegmentConfig(source=str(source), **options))
-        opened.append(seg)
-        return seg
-
-    yield make
-    for seg in opened:
-        seg.close()
 
 
 def _ids(table: pa.Table) -> list[int]:
