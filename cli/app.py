@@ -177,25 +177,28 @@ def _broadcast(
     """Run a broadcast with a progress bar (or silently with --json, or as progress lines
     for a reader of the output); exit by its status."""
     if progress_lines:
-        summary = _with_progress_lines(start)
-    else:
-        summary = _with_progress(start, label, json_out)
-    if progress_lines:
         from cluster.report import summary_line
 
+        summary = _with_progress_lines(start)
         print(summary_line(summary), flush=True)
-    elif json_out:
-        output.print_json(summary.to_dict())
     else:
-        output.print_summary(summary)
-        if summary.status == "interrupted":
-            output.errors.print(f"resume it with: hookcast resume {summary.run_id}")
-        elif summary.failed_batches:
-            output.errors.print(
-                f"see the dead letters with: hookcast runs show {summary.run_id}; "
-                f"resend them with: hookcast replay {summary.run_id}"
-            )
+        summary = _with_progress(start, label, json_out)
+        if json_out:
+            output.print_json(summary.to_dict())
+        else:
+            _show_summary(summary)
     raise typer.Exit(_EXIT_BY_STATUS.get(summary.status, EXIT_FAILED))
+
+
+def _show_summary(summary: RunSummary) -> None:
+    output.print_summary(summary)
+    if summary.status == "interrupted":
+        output.errors.print(f"resume it with: hookcast resume {summary.run_id}")
+    elif summary.failed_batches:
+        output.errors.print(
+            f"see the dead letters with: hookcast runs show {summary.run_id}; "
+            f"resend them with: hookcast replay {summary.run_id}"
+        )
 
 
 def _with_progress_lines(start: Callable[..., RunSummary]) -> RunSummary:
@@ -773,7 +776,7 @@ def submit(
     finally:
         watcher.close()
     if watcher.summary is not None:
-        output.print_summary(watcher.summary)
+        output.print_summary(watcher.summary)  # (its ledger is on the cluster, not here)
         raise typer.Exit(_EXIT_BY_STATUS.get(watcher.summary.status, EXIT_FAILED))
     output.errors.print(f"{submission.submission_id}: {ended.status.lower()} {ended.message}")
     rejected = "exit code 2" in ended.message
