@@ -27,7 +27,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from cluster.synth import write_audience
+from cluster.synth import load_test_job, write_audience
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -166,19 +166,14 @@ def baseline_command(source: Path, url: str, args: argparse.Namespace) -> list[s
 
 
 def hookcast_command(work: Path, source: Path, url: str, args: argparse.Namespace) -> list[str]:
-    job = {
-        "name": "bench",
-        "webhook": {"url": url, "timeout_s": 30},
-        "payload": {
-            "contact": True,
-            "identities": ["wechat.openId", "wechat.unionId"],
-            "custom": {"a1": "1", "a2": "2"},
-        },
-        "audience": {"source": str(source)},
-        "batch_size": args.batch_size,
-        "rate_limit": {"max_in_flight": args.concurrency, "requests_per_second": args.rps},
-        "retry": {"max_attempts": 20, "backoff_base_s": 0.05, "backoff_max_s": 1.0},
-    }
+    job = load_test_job(
+        "bench",
+        url,
+        source,
+        batch_size=args.batch_size,
+        max_in_flight=args.concurrency,
+        requests_per_second=args.rps,
+    )
     (work / "job.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
     hookcast = Path(sys.executable).parent / "hookcast"  # the venv's, not whatever is on PATH
     return [str(hookcast), "run", str(work / "job.yaml"), "--json", "--state-dir", str(work)]

@@ -609,7 +609,8 @@ def scheduler_stop(
 
     from cluster.scheduling import find_scheduler
 
-    _connect(address)
+    with _user_errors():
+        _connect(address)
     actor = find_scheduler()
     if actor is None:
         output.console.print(f"no scheduler is running on {address}")

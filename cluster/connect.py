@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Iterator
 
 import ray
 from ray._private import ray_constants
 from ray._private.node import Node
+
+from actors.errors import HookcastError
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ def connect(
         ray_constants.ENABLE_RAY_CLUSTER = (
             os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1") != "0"
         )
+        _check_reachable(address)
         context = ray.init(address=address, **quiet)
         if dashboard and context.dashboard_url:
             return f"Ray cluster at {address}, dashboard at http://{context.dashboard_url}"
@@ -70,6 +74,23 @@ def connect(
     if dashboard and context.dashboard_url:
         return f"embedded local Ray, dashboard at http://{context.dashboard_url}"
     return "embedded local Ray (127.0.0.1)"
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail at once, saying what to do, when nothing listens at ``host:port`` (or
+    ``ray://host:port``): Ray itself retries for minutes with warnings only."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or "/" in target:
+        return  # "auto" or a form Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise HookcastError(
+            f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}). "
+            "Give the head's GCS address (host:6379) or Ray Client address "
+            "(ray://host:10001), or leave --address and RAY_ADDRESS unset for the embedded Ray."
+        ) from None
 
 
 @contextlib.contextmanager

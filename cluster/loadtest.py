@@ -26,7 +26,7 @@ from cluster.broadcast import Progress, RunSummary
 from cluster.job import load_job
 from cluster.ledger import BatchStatus, Ledger
 from cluster.runs import start_run
-from cluster.synth import write_audience
+from cluster.synth import load_test_job, write_audience
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,22 +142,14 @@ def run_loadtest(
 
 
 def _job(options: LoadtestOptions, receiver: _Receiver | None, source: Path) -> dict:
-    return {
-        "name": "loadtest",
-        "webhook": {"url": options.url or receiver.url, "timeout_s": 30},
-        "payload": {
-            "contact": True,
-            "identities": ["wechat.openId", "wechat.unionId"],
-            "custom": {"a1": "1", "a2": "2"},
-        },
-        "audience": {"source": str(source)},
-        "batch_size": options.batch_size,
-        "rate_limit": {
-            "max_in_flight": options.max_in_flight,
-            "requests_per_second": options.requests_per_second,
-        },
-        "retry": {"max_attempts": 20, "backoff_base_s": 0.05, "backoff_max_s": 1.0},
-    }
+    return load_test_job(
+        "loadtest",
+        options.url or receiver.url,
+        source,
+        batch_size=options.batch_size,
+        max_in_flight=options.max_in_flight,
+        requests_per_second=options.requests_per_second,
+    )
 
 
 def throughput(timeline: list[tuple[float, int]], step_s: float = 1.0) -> list[tuple[float, float]]:

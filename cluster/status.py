@@ -75,6 +75,8 @@ def _ask_for_stats(
             asked[handle.stats.remote()] = name
         except AttributeError:  # an actor that keeps no counters
             continue
+    if not asked:
+        return {}
     ready, _ = ray.wait(list(asked), num_returns=len(asked), timeout=timeout_s)
     answers = {}
     for ref in ready:

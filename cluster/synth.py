@@ -354,3 +354,29 @@ def write_ids(path: str | Path, ids: Sequence[int] | pa.Array | pa.ChunkedArray)
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def load_test_job(
+    name: str,
+    url: str,
+    source: str | Path,
+    *,
+    batch_size: int,
+    max_in_flight: int,
+    requests_per_second: float | None,
+) -> dict:
+    """The job that sends a synthetic audience in a load test or a benchmark: the seed's
+    payload choices, and retries quick enough for a local receiver's injected faults."""
+    return {
+        "name": name,
+        "webhook": {"url": url, "timeout_s": 30},
+        "payload": {
+            "contact": True,
+            "identities": ["wechat.openId", "wechat.unionId"],
+            "custom": {"a1": "1", "a2": "2"},
+        },
+        "audience": {"source": str(source)},
+        "batch_size": batch_size,
+        "rate_limit": {"max_in_flight": max_in_flight, "requests_per_second": requests_per_second},
+        "retry": {"max_attempts": 20, "backoff_base_s": 0.05, "backoff_max_s": 1.0},
+    }

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -203,6 +206,41 @@ def test_malformed_job_file_is_rejected(text: str, message: str, tmp_path: Path)
     result = invoke("validate", job)
     assert result.exit_code == 2
     assert message in result.output
+
+
+@pytest.mark.parametrize("scheme", ["", "ray://"], ids=["gcs", "ray-client"])
+def test_an_address_where_no_cluster_answers_is_a_clear_error_and_nothing_is_sent(
+    write_job, audience_5k: Path, tmp_path: Path, scheme: str
+) -> None:
+    """Ray itself would retry for minutes with warnings only; hookcast says so at once."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"{scheme}127.0.0.1:{port}"
+    state = str(tmp_path / "state")
+    with Sink() as receiver:
+        job = write_job(receiver.url, audience_5k)
+        ran = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cli.app",
+                "run",
+                str(job),
+                "--address",
+                address,
+                "--state-dir",
+                state,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        requests = receiver.recorder.requests
+    assert ran.returncode == 2, ran.stderr[-2000:]
+    assert f"--address {address}: no Ray cluster answers there" in ran.stderr
+    assert "Traceback" not in ran.stderr
+    assert requests == 0
 
 
 def test_unknown_run_is_a_clear_error(tmp_path: Path) -> None:
