@@ -41,6 +41,7 @@ def cluster() -> Iterator[tuple[str, str]]:
     temp_dir = tempfile.mkdtemp(prefix="hc-head-", dir="/tmp")
     dashboard = _free_port()
     client = _free_port()
+    gcs_port = _free_port()
     bin_dir = str(Path(sys.executable).parent)
     env = {
         **os.environ,
@@ -55,7 +56,7 @@ def cluster() -> Iterator[tuple[str, str]]:
             "start",
             "--head",
             "--node-ip-address=127.0.0.1",
-            f"--port={_free_port()}",
+            f"--port={gcs_port}",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
             f"--ray-client-server-port={client}",
@@ -78,11 +79,14 @@ def cluster() -> Iterator[tuple[str, str]]:
     try:
         yield f"http://127.0.0.1:{dashboard}", f"ray://127.0.0.1:{client}"
     finally:
-        # The agents rename themselves (ray::DashboardAgent): find them as descendants.
+        # The agents rename themselves (ray::DashboardAgent): find them as descendants. The
+        # Ray Client servers name only the head's GCS address, and outlive it otherwise
+        # (holding ports from 23000 that the next head's client server then cannot take).
+        marks = (temp_dir, f"127.0.0.1:{gcs_port}")
         started_here = [
             proc
             for proc in psutil.process_iter(["cmdline"])
-            if any(temp_dir in part for part in proc.info["cmdline"] or [])
+            if any(mark in part for part in proc.info["cmdline"] or [] for mark in marks)
         ]
         for proc in {p for root in started_here for p in (root, *_descendants(root))}:
             with contextlib.suppress(psutil.Error):
