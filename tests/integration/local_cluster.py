@@ -9,43 +9,55 @@ so they keep 127.0.0.1 (run with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 
 from ray.cluster_utils import Cluster
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free loopback ports: all probes stay bound until every port is
+    chosen, or the OS may hand the same just-freed port out twice (seen: two of a node's
+    components given 52369, and the node refused to start)."""
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
 
 
-def own_ports() -> dict[str, int]:
-    """Every agent port fresh: the test session's own Ray holds the defaults."""
-    return {
-        "dashboard_agent_listen_port": free_port(),
-        "metrics_agent_port": free_port(),
-        "metrics_export_port": free_port(),
-        "runtime_env_agent_port": free_port(),
-    }
+AGENT_PORTS = (
+    "dashboard_agent_listen_port",
+    "metrics_agent_port",
+    "metrics_export_port",
+    "runtime_env_agent_port",
+)
+
+
+def own_ports(nodes: int) -> list[dict[str, int]]:
+    """Every node's agent ports, fresh and chosen together (agents bind theirs late, so a
+    later pick could hand out one of them again): the test session's Ray holds the defaults."""
+    ports = iter(free_ports(nodes * len(AGENT_PORTS)))
+    return [{name: next(ports) for name in AGENT_PORTS} for _ in range(nodes)]
 
 
 def main(nodes: int, temp_dir: str) -> None:
     common = {"num_cpus": 1, "object_store_memory": 128 * 1024**2}
+    head_ports, *worker_ports = own_ports(nodes)
     cluster = Cluster(
         initialize_head=True,
         head_node_args={
             **common,
-            **own_ports(),
+            **head_ports,
             "include_dashboard": False,
             "temp_dir": temp_dir,
             "node_ip_address": "127.0.0.1",
         },
     )
     try:
-        for _ in range(nodes - 1):
-            cluster.add_node(**common, **own_ports(), node_ip_address="127.0.0.1")
+        for ports in worker_ports:
+            cluster.add_node(**common, **ports, node_ip_address="127.0.0.1")
         cluster.wait_for_nodes()
         print(cluster.address, flush=True)
         sys.stdin.read()  # until the test closes our stdin

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,14 +23,9 @@ from typer.testing import CliRunner
 
 from cli.app import app
 from cluster.sink import Sink
+from tests.integration.local_cluster import free_ports
 
 runner = CliRunner()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +33,7 @@ def cluster() -> Iterator[tuple[str, str]]:
     """A one-node Ray cluster on loopback; yields its dashboard (Jobs API) address and its
     Ray Client address."""
     temp_dir = tempfile.mkdtemp(prefix="hc-head-", dir="/tmp")
-    dashboard = _free_port()
-    client = _free_port()
-    gcs_port = _free_port()
+    dashboard, client, gcs_port, *agent_ports = free_ports(8)
     bin_dir = str(Path(sys.executable).parent)
     env = {
         **os.environ,
@@ -65,10 +57,10 @@ def cluster() -> Iterator[tuple[str, str]]:
             f"--temp-dir={temp_dir}",
             "--disable-usage-stats",
             # Its own agent and metrics ports: this session's Ray holds the default ones.
-            f"--dashboard-agent-listen-port={_free_port()}",
-            f"--dashboard-agent-grpc-port={_free_port()}",
-            f"--runtime-env-agent-port={_free_port()}",
-            f"--metrics-export-port={_free_port()}",
+            f"--dashboard-agent-listen-port={agent_ports[0]}",
+            f"--dashboard-agent-grpc-port={agent_ports[1]}",
+            f"--runtime-env-agent-port={agent_ports[2]}",
+            f"--metrics-export-port={agent_ports[3]}",
         ],
         env=env,
         capture_output=True,
