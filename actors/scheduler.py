@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from actors.trigger import Schedule, due_fires, fire_id, next_fires
+from hookcast.actors.trigger import Schedule, due_fires, fire_id, next_fires
 
 logger = logging.getLogger(__name__)
 

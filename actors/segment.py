@@ -25,10 +25,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-
-from actors.errors import AudienceError
-from actors.render import ELEMENT_COLUMN, DuckType, PayloadConfig, element_sql, sql_string
-from actors.sources import find_files, is_remote, open_dataset
+from hookcast.actors.errors import AudienceError
+from hookcast.actors.render import ELEMENT_COLUMN, DuckType, PayloadConfig, element_sql, sql_string
+from hookcast.actors.sources import find_files, is_remote, open_dataset
 
 _REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _GLOB = re.compile(r"[*?\[]")

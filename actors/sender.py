@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 import pyarrow as pa
-
-from actors.auth import AuthorizationConfig, Token, TokenError, parse_template
-from actors.delivery import AttemptResult, Outcome, classify, parse_retry_after
-from actors.redact import redact
-from actors.render import ELEMENT_COLUMN, assemble_body
+from hookcast.actors.auth import AuthorizationConfig, Token, TokenError, parse_template
+from hookcast.actors.delivery import AttemptResult, Outcome, classify, parse_retry_after
+from hookcast.actors.redact import redact
+from hookcast.actors.render import ELEMENT_COLUMN, assemble_body
 
 RESPONSE_EXCERPT_BYTES = 1024
 LATE_S = 0.01  # a request this far past its slot is handed back, not sent in a bunch

@@ -26,9 +26,8 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
-
-from actors.errors import AudienceError
-from actors.redact import redact
+from hookcast.actors.errors import AudienceError
+from hookcast.actors.redact import redact
 
 REMOTE_SCHEMES = ("s3", "gs", "gcs")
 _GLOB = re.compile(r"[*?\[]")

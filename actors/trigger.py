@@ -51,8 +51,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, CroniterError, croniter
-
-from actors.errors import JobError
+from hookcast.actors.errors import JobError
 
 __all__ = [
     "Schedule",

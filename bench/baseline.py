@@ -26,7 +26,7 @@ import pyarrow.dataset as ds
 
 # The seed's preset attributes (SPEC §2), shared with hookcast's renderer: the baseline
 # differs in how it builds the JSON, not in what it sends.
-from actors.render import PRESET_ATTRIBUTES
+from hookcast.actors.render import PRESET_ATTRIBUTES
 
 IDENTITY_TYPES = ("wechat.openId", "wechat.unionId")
 CUSTOM = {"a1": "1", "a2": "2"}

@@ -24,10 +24,9 @@ from typing import Any
 import httpx
 import psutil
 import yaml
+from hookcast.cluster.testbed.synth import load_test_job, write_audience
 from rich.console import Console
 from rich.table import Table
-
-from cluster.synth import load_test_job, write_audience
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -46,7 +45,7 @@ def ensure_audience(out: Path, contacts: int, seed: int, log: Console) -> Path:
 
 
 def start_receiver(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
-    cmd = [sys.executable, "-m", "cluster.sink", "--port", "0"]
+    cmd = [sys.executable, "-m", "hookcast.cluster.testbed.sink", "--port", "0"]
     if args.fail_rate:
         cmd += ["--fail-rate", str(args.fail_rate)]
     if args.latency_ms:

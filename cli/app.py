@@ -18,10 +18,9 @@ from typing import Annotated
 
 import orjson
 import typer
-
-from actors.errors import HookcastError
-from cli import output
-from cluster.broadcast import RunSummary
+from hookcast.actors.errors import HookcastError
+from hookcast.cli import output
+from hookcast.cluster.coordinator import RunSummary
 
 app = typer.Typer(
     name="hookcast",
@@ -133,7 +132,7 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 
 
 def _ledger(state_dir: Path):
-    from cluster.ledger import Ledger
+    from hookcast.cluster.ledger import Ledger
 
     return Ledger(state_dir.expanduser())
 
@@ -147,7 +146,7 @@ def _known_run(state_dir: Path, run_id: str, address: str | None):
 
 
 def _connect(address: str | None) -> None:
-    from cluster.connect import connect
+    from hookcast.cluster.connect import connect
 
     with output.errors.status("starting Ray" if not address else f"connecting to {address}"):
         where = connect(address, verbose=_options["verbose"], dashboard=_options["dashboard"])
@@ -177,7 +176,7 @@ def _broadcast(
     """Run a broadcast with a progress bar (or silently with --json, or as progress lines
     for a reader of the output); exit by its status."""
     if progress_lines:
-        from cluster.report import summary_line
+        from hookcast.cluster.report import summary_line
 
         summary = _with_progress_lines(start)
         print(summary_line(summary), flush=True)
@@ -202,7 +201,7 @@ def _show_summary(summary: RunSummary) -> None:
 
 
 def _with_progress_lines(start: Callable[..., RunSummary]) -> RunSummary:
-    from cluster.report import progress_line, throttled
+    from hookcast.cluster.report import progress_line, throttled
 
     def emit(line: str) -> None:
         print(line, flush=True)
@@ -221,8 +220,8 @@ def _with_progress_lines(start: Callable[..., RunSummary]) -> RunSummary:
 @app.command()
 def validate(job: JobArg, auth: AuthOpt = None) -> None:
     """Check the job file and its audience without sending anything."""
-    from cluster.job import load_job
-    from cluster.runs import preview
+    from hookcast.cluster.job import load_job
+    from hookcast.cluster.runs import preview
 
     with _user_errors():
         loaded = load_job(job, auth_file=auth)
@@ -242,11 +241,11 @@ def preview(
     auth: AuthOpt = None,
 ) -> None:
     """Print the first request bodies exactly as they would be sent (secrets redacted)."""
-    from actors.redact import redact
-    from cluster.job import load_job
-    from cluster.runs import batch_key
-    from cluster.runs import preview as make_preview
-    from cluster.tokens import preview_headers
+    from hookcast.actors.redact import redact
+    from hookcast.cluster.job import load_job
+    from hookcast.cluster.runs import batch_key
+    from hookcast.cluster.runs import preview as make_preview
+    from hookcast.cluster.tokens import preview_headers
 
     with _user_errors():
         loaded = load_job(job, auth_file=auth)
@@ -292,9 +291,9 @@ def run(
     ] = False,
 ) -> None:
     """Run the broadcast now, in the foreground, with a progress bar."""
-    from cluster.job import load_job
-    from cluster.runs import start_run
-    from cluster.runs import validate as check
+    from hookcast.cluster.job import load_job
+    from hookcast.cluster.runs import start_run
+    from hookcast.cluster.runs import validate as check
 
     with _user_errors():
         loaded = load_job(job, auth_file=auth)
@@ -318,7 +317,7 @@ def resume(
     senders: SendersOpt = None,
 ) -> None:
     """Finish an interrupted run: send only the batches never acknowledged, same keys."""
-    from cluster.runs import resume_run
+    from hookcast.cluster.runs import resume_run
 
     with _user_errors():
         ledger = _known_run(state_dir, run_id, address)
@@ -337,7 +336,7 @@ def replay(
     senders: SendersOpt = None,
 ) -> None:
     """Resend only the dead-lettered batches of a run, with their original keys."""
-    from cluster.runs import replay_run
+    from hookcast.cluster.runs import replay_run
 
     with _user_errors():
         ledger = _known_run(state_dir, run_id, address)
@@ -376,7 +375,7 @@ def runs_show(
     state_dir: StateDirOpt = DEFAULT_STATE_DIR,
 ) -> None:
     """One run with its failed batches (dead-lettered, skipped, unfinished)."""
-    from cluster.ledger import BatchStatus
+    from hookcast.cluster.ledger import BatchStatus
 
     with _user_errors():
         ledger = _ledger(state_dir)
@@ -401,7 +400,7 @@ NameArg = Annotated[str, typer.Argument(help="The job's name (its `name:` key)."
 
 
 def _store(state_dir: Path):
-    from cluster.schedules import ScheduleStore
+    from hookcast.cluster.schedule_store import ScheduleStore
 
     return ScheduleStore(state_dir.expanduser())
 
@@ -413,10 +412,10 @@ def schedule_add(
     """Validate a job (audience and trigger included) and keep it for the scheduler."""
     from datetime import UTC, datetime
 
-    from actors.errors import JobFileError
-    from cluster.job import load_job
-    from cluster.runs import validate as check
-    from cluster.scheduling import job_schedule
+    from hookcast.actors.errors import JobFileError
+    from hookcast.cluster.job import load_job
+    from hookcast.cluster.runs import validate as check
+    from hookcast.cluster.scheduler_hooks import job_schedule
 
     with _user_errors():
         loaded = load_job(job, auth_file=auth)
@@ -430,7 +429,7 @@ def schedule_add(
             )
         check(loaded)
         new = _store(state_dir).add(loaded.spec.name, str(loaded.path), loaded.raw_text)
-    from actors.trigger import next_fires
+    from hookcast.actors.trigger import next_fires
 
     fires = ", ".join(f.isoformat() for f in next_fires(schedule, now, 3))
     verb = "scheduled" if new else "rescheduled"
@@ -442,8 +441,8 @@ def schedule_list(json_out: JsonOpt = False, state_dir: StateDirOpt = DEFAULT_ST
     """Every scheduled job: its trigger, status and next 3 fire times (job's timezone)."""
     from datetime import UTC, datetime
 
-    from cluster.job import load_job_text
-    from cluster.scheduling import job_schedule
+    from hookcast.cluster.job import load_job_text
+    from hookcast.cluster.scheduler_hooks import job_schedule
 
     with _user_errors():
         store = _store(state_dir)
@@ -455,7 +454,7 @@ def schedule_list(json_out: JsonOpt = False, state_dir: StateDirOpt = DEFAULT_ST
         row = {"name": entry.name, "status": entry.status, "job_path": entry.job_path}
         try:
             schedule = job_schedule(load_job_text(entry.job_text, entry.job_path), now=None)
-            from actors.trigger import next_fires
+            from hookcast.actors.trigger import next_fires
 
             row["trigger"] = (
                 schedule.every
@@ -487,7 +486,7 @@ def schedule_list(json_out: JsonOpt = False, state_dir: StateDirOpt = DEFAULT_ST
 
 
 def _set_status(name: str, state_dir: Path, status: str, done: str) -> None:
-    from cluster.schedules import ScheduleStatus
+    from hookcast.cluster.schedule_store import ScheduleStatus
 
     with _user_errors():
         _store(state_dir).set_status(name, ScheduleStatus(status))
@@ -522,7 +521,7 @@ GraceOpt = Annotated[
 def _scheduler_config(grace_s: float, time_scale: float):
     import time as clock
 
-    from actors.scheduler import SchedulerConfig
+    from hookcast.actors.scheduler import SchedulerConfig
 
     if time_scale == 1.0:
         return SchedulerConfig(grace_s=grace_s)
@@ -544,8 +543,7 @@ def scheduler_run(
 ) -> None:
     """Run the scheduler in the foreground: fire every scheduled job when due, until Ctrl-C."""
     import ray
-
-    from cluster.scheduling import start_scheduler
+    from hookcast.cluster.scheduler_hooks import start_scheduler
 
     with _user_errors():
         state = state_dir.expanduser()
@@ -586,8 +584,7 @@ def scheduler_start(
 ) -> None:
     """Start the scheduler as a detached actor on a Ray cluster; it outlives this command."""
     import ray
-
-    from cluster.scheduling import start_scheduler
+    from hookcast.cluster.scheduler_hooks import start_scheduler
 
     with _user_errors():
         _connect(address)
@@ -606,8 +603,7 @@ def scheduler_stop(
 ) -> None:
     """Stop the detached scheduler; running broadcasts end as interrupted (resumable)."""
     import ray
-
-    from cluster.scheduling import find_scheduler
+    from hookcast.cluster.scheduler_hooks import find_scheduler
 
     with _user_errors():
         _connect(address)
@@ -630,8 +626,8 @@ def auth_test(
     """Fetch each authorization's token once and show what came back (tokens redacted)."""
     from dataclasses import asdict
 
-    from cluster.job import load_job
-    from cluster.tokens import test_authorizations
+    from hookcast.cluster.job import load_job
+    from hookcast.cluster.tokens import test_authorizations
 
     with _user_errors():
         reports = test_authorizations(load_job(job, auth_file=auth), only)
@@ -673,7 +669,7 @@ def loadtest(
     senders: SendersOpt = None,
 ) -> None:
     """A load test: a synthetic audience broadcast, throughput, latency, retries and losses."""
-    from cluster.loadtest import LoadtestOptions, run_loadtest, write_report
+    from hookcast.cluster.testbed.loadtest import LoadtestOptions, run_loadtest, write_report
 
     options = LoadtestOptions(
         contacts=contacts,
@@ -721,7 +717,7 @@ def status(
         running = [r for r in _ledger(state_dir).list_runs(limit=200) if r.status == "running"]
         actors = []
         if address or ray.is_initialized():
-            from cluster.status import hookcast_actors
+            from hookcast.cluster.status import hookcast_actors
 
             _connect(address)
             actors = hookcast_actors()
@@ -762,8 +758,8 @@ def submit(
     """Hand the job to a Ray cluster (Ray Jobs API); prints the submission id and returns.
     With --follow, shows the run's progress on the cluster and its summary, and exits as
     `hookcast run` would."""
-    from cluster.submit import follow
-    from cluster.submit import submit as hand_over
+    from hookcast.cluster.submit import follow
+    from hookcast.cluster.submit import submit as hand_over
 
     with _user_errors():
         submission = hand_over(job, address, auth_file=auth, state_dir=state_dir)
@@ -794,8 +790,8 @@ class _SubmissionWatcher:
         self.summary: RunSummary | None = None
 
     def line(self, text: str) -> None:
-        from cluster.broadcast import Progress
-        from cluster.report import parse_line
+        from hookcast.cluster.coordinator import Progress
+        from hookcast.cluster.report import parse_line
 
         parsed = parse_line(text)
         if isinstance(parsed, Progress):
@@ -825,7 +821,7 @@ def sink(
     ] = None,
 ) -> None:
     """A local receiver to test against: counts requests and contacts, checks duplicates."""
-    from cluster.sink import Recorder, make_behaviour, serve
+    from hookcast.cluster.testbed.sink import Recorder, make_behaviour, serve
 
     recorder = Recorder(keep_arrivals=False)
     try:
@@ -857,10 +853,10 @@ def demo(
     state_dir: StateDirOpt = DEFAULT_STATE_DIR,
 ) -> None:
     """The quick start: a sample audience, a local receiver, a broadcast on embedded Ray."""
-    from cluster.demo import write_demo
-    from cluster.job import load_job
-    from cluster.runs import start_run
-    from cluster.sink import OK, Sink
+    from hookcast.cluster.job import load_job
+    from hookcast.cluster.runs import start_run
+    from hookcast.cluster.testbed.demo import write_demo
+    from hookcast.cluster.testbed.sink import OK, Sink
 
     sample: list[bytes] = []
 
@@ -902,7 +898,7 @@ def main() -> None:
     finally:
         # Ray's own exit hook would sleep 0.5 s first, to let stray error messages through.
         if "ray" in sys.modules:
-            from cluster.connect import disconnect
+            from hookcast.cluster.connect import disconnect
 
             disconnect()
 

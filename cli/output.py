@@ -9,6 +9,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import orjson
+from hookcast.cluster.coordinator import Progress as RunProgress
+from hookcast.cluster.coordinator import RunSummary
+from hookcast.cluster.ledger import BatchRecord, RunRecord
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -23,12 +26,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from cluster.broadcast import Progress as RunProgress
-from cluster.broadcast import RunSummary
-from cluster.ledger import BatchRecord, RunRecord
-
 if TYPE_CHECKING:
-    from cluster.status import ActorStatus
+    from hookcast.cluster.status import ActorStatus
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)

@@ -5,16 +5,15 @@ from __future__ import annotations
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
-
-from actors.auth import AuthorizationConfig, authorization_config, find_wildcard_errors
-from actors.delivery import RetryPolicy
-from actors.errors import JobFileError
-from actors.redact import redact
-from actors.render import PayloadConfig
-from actors.segment import SegmentConfig
-from actors.sender import SenderConfig
-from cluster.broadcast import DeliverySettings
-from cluster.job import LoadedJob
+from hookcast.actors.auth import AuthorizationConfig, authorization_config, find_wildcard_errors
+from hookcast.actors.delivery import RetryPolicy
+from hookcast.actors.errors import JobFileError
+from hookcast.actors.redact import redact
+from hookcast.actors.render import PayloadConfig
+from hookcast.actors.segment import SegmentConfig
+from hookcast.actors.sender import SenderConfig
+from hookcast.cluster.coordinator import DeliverySettings
+from hookcast.cluster.job import LoadedJob
 
 
 def payload_config(job: LoadedJob) -> PayloadConfig:

@@ -9,10 +9,9 @@ import socket
 from collections.abc import Iterator
 
 import ray
+from hookcast.actors.errors import HookcastError
 from ray._private import ray_constants
 from ray._private.node import Node
-
-from actors.errors import HookcastError
 
 logger = logging.getLogger(__name__)
 

@@ -23,6 +23,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import annotated_types
 import yaml
+from hookcast.actors.errors import JobFileError, MissingEnvError
+from hookcast.actors.redact import redact
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -33,9 +35,6 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
-
-from actors.errors import JobFileError, MissingEnvError
-from actors.redact import redact
 
 _URLS_ALLOWED = "only http and https URLs are supported"
 

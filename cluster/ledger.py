@@ -23,8 +23,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from actors.errors import LedgerError
+from hookcast.actors.errors import LedgerError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (

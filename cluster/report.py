@@ -12,8 +12,7 @@ import time
 from collections.abc import Callable
 
 import orjson
-
-from cluster.broadcast import Progress, RunSummary
+from hookcast.cluster.coordinator import Progress, RunSummary
 
 PROGRESS = "hookcast-progress "
 SUMMARY = "hookcast-summary "
@@ -40,11 +39,11 @@ def parse_line(line: str) -> Progress | RunSummary | None:
 
 def throttled(emit: Callable[[str], None], every_s: float = 1.0) -> Callable[[Progress], None]:
     """An ``on_progress`` callback that emits a progress line at most every ``every_s``."""
-    last = [0.0]
+    last: list[float | None] = [None]  # the first report always goes out
 
     def report(progress: Progress) -> None:
         now = time.monotonic()
-        if now - last[0] >= every_s:
+        if last[0] is None or now - last[0] >= every_s:
             last[0] = now
             emit(progress_line(progress))
 

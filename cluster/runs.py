@@ -18,18 +18,21 @@ from pathlib import Path
 
 import pyarrow as pa
 import ray
-from ray.exceptions import RayTaskError
-
-from actors.errors import HookcastError, LedgerError
-from actors.redact import redact
-from actors.remote import start_segment, start_senders, stop_actors
-from actors.render import ELEMENT_COLUMN, assemble_body
-from actors.segment import AudienceInfo, Segment
-from cluster.broadcast import Coordinator, Progress, RunAborted, RunSummary
-from cluster.compile import delivery_settings, segment_config, sender_config, shown_endpoint
-from cluster.connect import default_senders
-from cluster.job import LoadedJob, load_job_text
-from cluster.ledger import (
+from hookcast.actors.errors import HookcastError, LedgerError
+from hookcast.actors.redact import redact
+from hookcast.actors.remote import start_segment, start_senders, stop_actors
+from hookcast.actors.render import ELEMENT_COLUMN, assemble_body
+from hookcast.actors.segment import AudienceInfo, Segment
+from hookcast.cluster.compile import (
+    delivery_settings,
+    segment_config,
+    sender_config,
+    shown_endpoint,
+)
+from hookcast.cluster.connect import default_senders
+from hookcast.cluster.coordinator import Coordinator, Progress, RunAborted, RunSummary
+from hookcast.cluster.job import LoadedJob, load_job_text
+from hookcast.cluster.ledger import (
     UNFINISHED,
     BatchRecord,
     BatchStatus,
@@ -37,7 +40,8 @@ from cluster.ledger import (
     RunRecord,
     RunStatus,
 )
-from cluster.metrics import RunMetrics
+from hookcast.cluster.metrics import RunMetrics
+from ray.exceptions import RayTaskError
 
 logger = logging.getLogger(__name__)
 

@@ -19,10 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
-
-from actors.errors import HookcastError
-from cluster.job import load_job
-from cluster.report import LineSplitter
+from hookcast.actors.errors import HookcastError
+from hookcast.cluster.job import load_job
+from hookcast.cluster.report import LineSplitter
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}

@@ -10,8 +10,7 @@ import time
 from dataclasses import dataclass
 
 import httpx
-
-from actors.auth import (
+from hookcast.actors.auth import (
     TokenError,
     _leaf_paths,
     _read_answer,
@@ -20,9 +19,9 @@ from actors.auth import (
     parse_template,
     redact_token,
 )
-from actors.errors import HookcastError
-from cluster.compile import authorizations
-from cluster.job import LoadedJob
+from hookcast.actors.errors import HookcastError
+from hookcast.cluster.compile import authorizations
+from hookcast.cluster.job import LoadedJob
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from cluster.sink import Sink
-from cluster.synth import write_audience
+from hookcast.cluster.testbed.sink import Sink
+from hookcast.cluster.testbed.synth import write_audience
 
 
 @pytest.fixture(scope="session")
@@ -26,8 +25,7 @@ def metrics_port() -> int:
 def ray_session(metrics_port: int) -> Iterator[None]:
     """One real Ray for the whole session: embedded on 127.0.0.1, or RAY_ADDRESS's cluster."""
     import ray
-
-    from cluster.connect import connect
+    from hookcast.cluster.connect import connect
 
     connect(
         os.environ.get("RAY_ADDRESS"),

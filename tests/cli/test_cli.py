@@ -9,10 +9,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hookcast.cli.app import app
+from hookcast.cluster.testbed.sink import Reply, Sink
 from typer.testing import CliRunner
-
-from cli.app import app
-from cluster.sink import Reply, Sink
 
 runner = CliRunner()
 
@@ -224,7 +223,7 @@ def test_an_address_where_no_cluster_answers_is_a_clear_error_and_nothing_is_sen
             [
                 sys.executable,
                 "-m",
-                "cli.app",
+                "hookcast.cli.app",
                 "run",
                 str(job),
                 "--address",
@@ -254,8 +253,7 @@ def test_status_lists_running_runs_and_hookcast_actors(tmp_path: Path) -> None:
     import time
 
     import ray
-
-    from cluster.ledger import Ledger, RunRecord
+    from hookcast.cluster.ledger import Ledger, RunRecord
 
     ledger = Ledger(tmp_path / "state")
     ledger.create_run(

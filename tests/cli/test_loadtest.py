@@ -6,9 +6,8 @@ import re
 from pathlib import Path
 
 import orjson
+from hookcast.cli.app import app
 from typer.testing import CliRunner
-
-from cli.app import app
 
 runner = CliRunner()
 

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hookcast.cli.app import app
+from hookcast.cluster.testbed.sink import Sink
 from typer.testing import CliRunner
-
-from cli.app import app
-from cluster.sink import Sink
 
 runner = CliRunner()
 

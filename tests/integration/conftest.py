@@ -4,8 +4,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from cluster.ledger import Ledger
+from hookcast.cluster.ledger import Ledger
 
 
 @pytest.fixture(autouse=True)

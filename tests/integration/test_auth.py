@@ -13,14 +13,13 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
+from hookcast.cli.app import app
+from hookcast.cluster.job import load_job
+from hookcast.cluster.ledger import Ledger
+from hookcast.cluster.runs import start_run
+from hookcast.cluster.testbed.sink import OK, Reply, Sink
+from hookcast.cluster.testbed.synth import write_audience
 from typer.testing import CliRunner
-
-from cli.app import app
-from cluster.job import load_job
-from cluster.ledger import Ledger
-from cluster.runs import start_run
-from cluster.sink import OK, Reply, Sink
-from cluster.synth import write_audience
 
 runner = CliRunner()
 CLIENT_SECRET = "s3cret-client-value-9f2c"

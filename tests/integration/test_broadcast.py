@@ -9,12 +9,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
-from cluster.job import load_job
-from cluster.ledger import BatchStatus, Ledger, RunStatus
-from cluster.runs import replay_run, resume_run, start_run
-from cluster.sink import OK, Reply, Sink
-from cluster.synth import write_audience, write_ids
+from hookcast.cluster.job import load_job
+from hookcast.cluster.ledger import BatchStatus, Ledger, RunStatus
+from hookcast.cluster.runs import replay_run, resume_run, start_run
+from hookcast.cluster.testbed.sink import OK, Reply, Sink
+from hookcast.cluster.testbed.synth import write_audience, write_ids
 
 
 @pytest.fixture(scope="module")

@@ -28,17 +28,16 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 import ray
+from hookcast.cli.app import app
+from hookcast.cluster.job import load_job
+from hookcast.cluster.ledger import BatchStatus, Ledger, RunStatus
+from hookcast.cluster.runs import start_run
+from hookcast.cluster.testbed.sink import OK, Arrival, Reply, Request, Sink, fail_rate, rate_limited
+from hookcast.cluster.testbed.synth import write_audience
 from typer.testing import CliRunner
 
-from cli.app import app
-from cluster.job import load_job
-from cluster.ledger import BatchStatus, Ledger, RunStatus
-from cluster.runs import start_run
-from cluster.sink import OK, Arrival, Reply, Request, Sink, fail_rate, rate_limited
-from cluster.synth import write_audience
-
 NAMESPACE = "hookcast"
-HOOKCAST = [sys.executable, "-m", "cli.app"]
+HOOKCAST = [sys.executable, "-m", "hookcast.cli.app"]
 runner = CliRunner()
 
 

@@ -14,10 +14,9 @@ from pathlib import Path
 import httpx
 import orjson
 import psutil
+from hookcast.cluster.testbed.sink import Reply, Sink
 
-from cluster.sink import Reply, Sink
-
-HOOKCAST = [sys.executable, "-m", "cli.app"]
+HOOKCAST = [sys.executable, "-m", "hookcast.cli.app"]
 
 
 def _slow_run(

@@ -8,11 +8,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from cluster.job import load_job
-from cluster.ledger import Ledger
-from cluster.runs import start_run
-from cluster.sink import OK, Reply, Sink
+from hookcast.cluster.job import load_job
+from hookcast.cluster.ledger import Ledger
+from hookcast.cluster.runs import start_run
+from hookcast.cluster.testbed.sink import OK, Reply, Sink
 
 
 def _scrape(port: int, name: str, job: str) -> dict[str, float]:

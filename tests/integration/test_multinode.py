@@ -17,11 +17,10 @@ from pathlib import Path
 import orjson
 import psutil
 import pytest
+from hookcast.cluster.testbed.sink import Sink
+from hookcast.cluster.testbed.synth import write_audience
 
-from cluster.sink import Sink
-from cluster.synth import write_audience
-
-HOOKCAST = [sys.executable, "-m", "cli.app"]
+HOOKCAST = [sys.executable, "-m", "hookcast.cli.app"]
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,13 @@ import orjson
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+from hookcast.actors.sources import location_env
+from hookcast.cluster.job import load_job
+from hookcast.cluster.runs import start_run
+from hookcast.cluster.testbed.sink import Sink
 from moto.server import ThreadedMotoServer
 
-from actors.sources import location_env
-from cluster.job import load_job
-from cluster.runs import start_run
-from cluster.sink import Sink
-
-HOOKCAST = [sys.executable, "-m", "cli.app"]
+HOOKCAST = [sys.executable, "-m", "hookcast.cli.app"]
 BUCKET = "hookcast-audiences"
 KEY_ID, SECRET = "hookcast-test-key", "hookcast-test-secret-value"
 

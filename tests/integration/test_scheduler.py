@@ -9,15 +9,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import ray
+from hookcast.actors.scheduler import SchedulerConfig
+from hookcast.cli.app import app
+from hookcast.cluster.ledger import Ledger
+from hookcast.cluster.schedule_store import ScheduleStore
+from hookcast.cluster.scheduler_hooks import start_scheduler
+from hookcast.cluster.testbed.sink import Sink
+from hookcast.cluster.testbed.synth import write_audience
 from typer.testing import CliRunner
-
-from actors.scheduler import SchedulerConfig
-from cli.app import app
-from cluster.ledger import Ledger
-from cluster.schedules import ScheduleStore
-from cluster.scheduling import start_scheduler
-from cluster.sink import Sink
-from cluster.synth import write_audience
 
 runner = CliRunner()
 
@@ -108,9 +107,8 @@ def test_a_dynamic_segment_is_evaluated_again_at_each_fire(
 
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from actors.trigger import fire_id
-    from cluster.scheduling import StoreHooks
+    from hookcast.actors.trigger import fire_id
+    from hookcast.cluster.scheduler_hooks import StoreHooks
 
     audience = write_audience(tmp_path / "live.parquet", 200)
     job = write_job(
@@ -144,7 +142,7 @@ def test_a_dynamic_segment_is_evaluated_again_at_each_fire(
 
 
 def test_scheduler_start_and_stop_keep_one_detached_scheduler(tmp_path: Path) -> None:
-    from cluster.scheduling import find_scheduler
+    from hookcast.cluster.scheduler_hooks import find_scheduler
 
     address = ray.get_runtime_context().gcs_address
     state = str(tmp_path / "state")

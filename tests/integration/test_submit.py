@@ -19,10 +19,10 @@ from pathlib import Path
 import orjson
 import psutil
 import pytest
+from hookcast.cli.app import app
+from hookcast.cluster.testbed.sink import Sink
 from typer.testing import CliRunner
 
-from cli.app import app
-from cluster.sink import Sink
 from tests.integration.local_cluster import free_ports
 
 runner = CliRunner()
@@ -166,7 +166,7 @@ def test_run_with_a_ray_client_address_runs_on_that_cluster(
         [
             sys.executable,
             "-m",
-            "cli.app",
+            "hookcast.cli.app",
             "run",
             str(job),
             "--json",

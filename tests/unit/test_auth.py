@@ -16,8 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-
-from actors.auth import (
+from hookcast.actors.auth import (
     AuthorizationConfig,
     Template,
     Token,
@@ -36,8 +35,8 @@ from actors.auth import (
     read_token,
     redact_token,
 )
-from actors.errors import HookcastError, JobFileError
-from cluster.job import AuthorizationSpec
+from hookcast.actors.errors import HookcastError, JobFileError
+from hookcast.cluster.job import AuthorizationSpec
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXRva2VuLXBheWxvYWQ.sig-0123456789"
 CLIENT_SECRET = "cs-very-secret-4711"

@@ -6,9 +6,8 @@ import random
 from email.utils import formatdate
 
 import pytest
-
-from actors.delivery import Outcome, RetryPolicy, classify, parse_retry_after
-from actors.ratelimit import RateLimiter
+from hookcast.actors.delivery import Outcome, RetryPolicy, classify, parse_retry_after
+from hookcast.actors.ratelimit import RateLimiter
 
 NOW = 1_700_000_000.0  # a fixed "now" for Retry-After dates
 

@@ -4,9 +4,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from actors.errors import JobFileError, MissingEnvError
-from cluster.job import JobSpec, LoadedJob, load_job
+from hookcast.actors.errors import JobFileError, MissingEnvError
+from hookcast.cluster.job import JobSpec, LoadedJob, load_job
 
 EXAMPLE = """\
 name: double11-coupons

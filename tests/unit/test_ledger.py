@@ -11,9 +11,8 @@ import time
 
 import pyarrow as pa
 import pytest
-
-from actors.errors import LedgerError
-from cluster.ledger import (
+from hookcast.actors.errors import LedgerError
+from hookcast.cluster.ledger import (
     BatchRecord,
     BatchStatus,
     BatchUpdate,

@@ -1,4 +1,4 @@
-from actors.redact import redact
+from hookcast.actors.redact import redact
 
 
 def test_every_occurrence_of_a_secret_is_masked():

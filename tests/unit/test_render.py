@@ -10,14 +10,14 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from actors.render import (
+from hookcast.actors.render import (
     SEND_TIME_PLACEHOLDER,
     PayloadConfig,
     assemble_body,
     element_sql,
     send_time_ms,
 )
+
 from tests.unit import seed_contacts
 
 SEED_IDENTITIES = ("wechat.openId", "wechat.unionId")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cluster.broadcast import Progress, RunSummary
-from cluster.report import LineSplitter, parse_line, progress_line, summary_line, throttled
+from hookcast.cluster.coordinator import Progress, RunSummary
+from hookcast.cluster.report import LineSplitter, parse_line, progress_line, summary_line, throttled
 
 
 def test_progress_and_summary_lines_round_trip() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
-from actors.scheduler import ScheduledJob, Scheduler, SchedulerConfig
-from actors.trigger import compile_trigger, fire_id
+from hookcast.actors.scheduler import ScheduledJob, Scheduler, SchedulerConfig
+from hookcast.actors.trigger import compile_trigger, fire_id
 
 T0 = datetime(2026, 3, 2, 8, 59, 30, tzinfo=UTC)
 

@@ -8,8 +8,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-
-from cluster.sink import (
+from hookcast.cluster.testbed.sink import (
     Reply,
     Request,
     Sink,
@@ -232,7 +231,7 @@ def test_sink_start_on_a_busy_port_raises_oserror(sink: Sink):
 
 def test_module_prints_url_and_answers():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cluster.sink", "--port", "0"],
+        [sys.executable, "-m", "hookcast.cluster.testbed.sink", "--port", "0"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

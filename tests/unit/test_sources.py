@@ -16,11 +16,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from moto.server import ThreadedMotoServer
-
-from actors.errors import AudienceError
-from actors.segment import Segment, SegmentConfig, count_source_files
-from actors.sources import (
+from hookcast.actors.errors import AudienceError
+from hookcast.actors.segment import Segment, SegmentConfig, count_source_files
+from hookcast.actors.sources import (
     GCS_RETRY_LIMIT,
     filesystem,
     gcs_options,
@@ -30,7 +28,9 @@ from actors.sources import (
     s3_options,
     short_reason,
 )
-from cluster.synth import write_audience, write_ids
+from hookcast.cluster.testbed.synth import write_audience, write_ids
+from moto.server import ThreadedMotoServer
+
 from tests.unit.conftest import SEGMENT_BATCH
 
 N = 1_050

@@ -8,9 +8,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-
-from actors.errors import JobError
-from actors.trigger import (
+from hookcast.actors.errors import JobError
+from hookcast.actors.trigger import (
     Schedule,
     TriggerError,
     compile_trigger,

@@ -21,12 +21,11 @@ from pathlib import Path
 
 import httpx
 import yaml
-
-from cluster.broadcast import Progress, RunSummary
-from cluster.job import load_job
-from cluster.ledger import BatchStatus, Ledger
-from cluster.runs import start_run
-from cluster.synth import load_test_job, write_audience
+from hookcast.cluster.coordinator import Progress, RunSummary
+from hookcast.cluster.job import load_job
+from hookcast.cluster.ledger import BatchStatus, Ledger
+from hookcast.cluster.runs import start_run
+from hookcast.cluster.testbed.synth import load_test_job, write_audience
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +57,10 @@ class LoadtestReport:
 
 
 class _Receiver:
-    """`python -m cluster.sink` in a subprocess, on 127.0.0.1."""
+    """`python -m hookcast.cluster.testbed.sink` in a subprocess, on 127.0.0.1."""
 
     def __init__(self, fail_rate: float, latency_ms: float) -> None:
-        cmd = [sys.executable, "-m", "cluster.sink", "--port", "0"]
+        cmd = [sys.executable, "-m", "hookcast.cluster.testbed.sink", "--port", "0"]
         if fail_rate:
             cmd += ["--fail-rate", str(fail_rate)]
         if latency_ms:

@@ -9,13 +9,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import ray
-
-from actors.remote import start_scheduler_actor
-from actors.scheduler import ScheduledJob, SchedulerConfig
-from actors.trigger import Schedule, compile_trigger, next_fires
-from cluster.job import LoadedJob, load_job_text
-from cluster.ledger import Ledger, RunStatus
-from cluster.schedules import FireOutcome, ScheduleStatus, ScheduleStore, StoredSchedule
+from hookcast.actors.remote import start_scheduler_actor
+from hookcast.actors.scheduler import ScheduledJob, SchedulerConfig
+from hookcast.actors.trigger import Schedule, compile_trigger, next_fires
+from hookcast.cluster.job import LoadedJob, load_job_text
+from hookcast.cluster.ledger import Ledger, RunStatus
+from hookcast.cluster.schedule_store import (
+    FireOutcome,
+    ScheduleStatus,
+    ScheduleStore,
+    StoredSchedule,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +80,7 @@ class StoreHooks:
 
     def fire(self, job: str, due: datetime, run_id: str, stop: threading.Event) -> str:
         """Make run ``run_id`` complete: start it, or resume it if it was cut short."""
-        from cluster.runs import resume_run, start_run  # the runs module needs Ray
+        from hookcast.cluster.runs import resume_run, start_run  # the runs module needs Ray
 
         store = ScheduleStore(self.state_dir)
         try:

@@ -38,9 +38,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
-
-from actors.errors import HookcastError, JobFileError
-from actors.redact import redact
+from hookcast.actors.errors import HookcastError, JobFileError
+from hookcast.actors.redact import redact
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cluster.synth import write_audience
+from hookcast.cluster.testbed.synth import write_audience
 
 DEMO_JOB = """\
 # A hookcast job: {contacts} synthetic contacts, {batch_size} per request, to a local receiver.

@@ -505,7 +505,8 @@ def serve(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m cluster.sink", description="A hookcast receiver in the foreground."
+        prog="python -m hookcast.cluster.testbed.sink",
+        description="A hookcast receiver in the foreground.",
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")

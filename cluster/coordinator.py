@@ -20,14 +20,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import ray
+from hookcast.actors.delivery import AttemptResult, Outcome, RetryPolicy
+from hookcast.actors.ratelimit import RateLimiter
+from hookcast.actors.render import send_time_ms
+from hookcast.actors.sender import BatchOrder
+from hookcast.cluster.ledger import UNFINISHED, BatchStatus, BatchUpdate, Ledger, RunStatus
+from hookcast.cluster.metrics import RunMetrics
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
-
-from actors.delivery import AttemptResult, Outcome, RetryPolicy
-from actors.ratelimit import RateLimiter
-from actors.render import send_time_ms
-from actors.sender import BatchOrder
-from cluster.ledger import UNFINISHED, BatchStatus, BatchUpdate, Ledger, RunStatus
-from cluster.metrics import RunMetrics
 
 logger = logging.getLogger(__name__)
 

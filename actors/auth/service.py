@@ -11,8 +11,13 @@ import functools
 from collections.abc import Iterable
 
 import httpx
-
-from actors.auth import AuthorizationConfig, Token, TokenCache, TokenError, fetch_token_async
+from hookcast.actors.auth import (
+    AuthorizationConfig,
+    Token,
+    TokenCache,
+    TokenError,
+    fetch_token_async,
+)
 
 
 class TokenService:

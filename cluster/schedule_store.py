@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from actors.errors import LedgerError
+from hookcast.actors.errors import LedgerError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schedules (
