@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
 from hookcast.actors.auth.service import TokenClient, TokenService
 from hookcast.actors.scheduler import SchedulerActor
 from hookcast.actors.segment import Segment, SegmentConfig
 from hookcast.actors.sender import Sender, SenderConfig
 from hookcast.actors.sources import is_remote, location_env
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 
 def start_segment(config: SegmentConfig, *, name: str) -> ray.actor.ActorHandle:

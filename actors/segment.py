@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+
 from hookcast.actors.errors import AudienceError
 from hookcast.actors.render import ELEMENT_COLUMN, DuckType, PayloadConfig, element_sql, sql_string
 from hookcast.actors.sources import find_files, is_remote, open_dataset

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 import pyarrow as pa
+
 from hookcast.actors.auth import AuthorizationConfig, Token, TokenError, parse_template
 from hookcast.actors.delivery import AttemptResult, Outcome, classify, parse_retry_after
 from hookcast.actors.redact import redact

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+
 from hookcast.actors.errors import AudienceError
 from hookcast.actors.redact import redact
 

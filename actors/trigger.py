@@ -51,7 +51,8 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, CroniterError, croniter
-from hookcast.actors.errors import JobError
+
+from hookcast.actors.errors import TriggerError
 
 __all__ = [
     "Schedule",
@@ -92,10 +93,6 @@ _MONTH_NAMES = (
 _DAYS = ("sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday")
 # The most days each month can have (February in a leap year).
 _MONTH_MAX_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-
-
-class TriggerError(JobError):
-    """The trigger cannot be scheduled as written; the message names the key and the fix."""
 
 
 @dataclass(frozen=True, slots=True)

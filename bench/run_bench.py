@@ -24,9 +24,10 @@ from typing import Any
 import httpx
 import psutil
 import yaml
-from hookcast.cluster.testbed.synth import load_test_job, write_audience
 from rich.console import Console
 from rich.table import Table
+
+from hookcast.cluster.testbed.synth import load_test_job, write_audience
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent

@@ -18,6 +18,7 @@ from typing import Annotated
 
 import orjson
 import typer
+
 from hookcast.actors.errors import HookcastError
 from hookcast.cli import output
 from hookcast.cluster.coordinator import RunSummary
@@ -543,6 +544,7 @@ def scheduler_run(
 ) -> None:
     """Run the scheduler in the foreground: fire every scheduled job when due, until Ctrl-C."""
     import ray
+
     from hookcast.cluster.scheduler_hooks import start_scheduler
 
     with _user_errors():
@@ -584,6 +586,7 @@ def scheduler_start(
 ) -> None:
     """Start the scheduler as a detached actor on a Ray cluster; it outlives this command."""
     import ray
+
     from hookcast.cluster.scheduler_hooks import start_scheduler
 
     with _user_errors():
@@ -603,6 +606,7 @@ def scheduler_stop(
 ) -> None:
     """Stop the detached scheduler; running broadcasts end as interrupted (resumable)."""
     import ray
+
     from hookcast.cluster.scheduler_hooks import find_scheduler
 
     with _user_errors():

@@ -9,9 +9,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import orjson
-from hookcast.cluster.coordinator import Progress as RunProgress
-from hookcast.cluster.coordinator import RunSummary
-from hookcast.cluster.ledger import BatchRecord, RunRecord
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -25,6 +22,10 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+
+from hookcast.cluster.coordinator import Progress as RunProgress
+from hookcast.cluster.coordinator import RunSummary
+from hookcast.cluster.ledger import BatchRecord, RunRecord
 
 if TYPE_CHECKING:
     from hookcast.cluster.status import ActorStatus

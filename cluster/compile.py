@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
+
 from hookcast.actors.auth import AuthorizationConfig, authorization_config, find_wildcard_errors
 from hookcast.actors.delivery import RetryPolicy
 from hookcast.actors.errors import JobFileError

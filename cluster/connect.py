@@ -9,9 +9,10 @@ import socket
 from collections.abc import Iterator
 
 import ray
-from hookcast.actors.errors import HookcastError
 from ray._private import ray_constants
 from ray._private.node import Node
+
+from hookcast.actors.errors import ClusterError
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except OSError as exc:
-        raise HookcastError(
+        raise ClusterError(
             f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}). "
             "Give the head's GCS address (host:6379) or Ray Client address "
             "(ray://host:10001), or leave --address and RAY_ADDRESS unset for the embedded Ray."

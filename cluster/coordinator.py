@@ -20,13 +20,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+
 from hookcast.actors.delivery import AttemptResult, Outcome, RetryPolicy
+from hookcast.actors.errors import RunAbortedError, last_line
 from hookcast.actors.ratelimit import RateLimiter
 from hookcast.actors.render import send_time_ms
 from hookcast.actors.sender import BatchOrder
 from hookcast.cluster.ledger import UNFINISHED, BatchStatus, BatchUpdate, Ledger, RunStatus
 from hookcast.cluster.metrics import RunMetrics
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
 logger = logging.getLogger(__name__)
 
@@ -139,14 +141,6 @@ class ChunkStream:
         return ref
 
 
-class RunAborted(Exception):
-    """The segment failed mid-stream; the run stops and can be resumed."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 class Coordinator:
     """Delivers the wanted batches of one run; call ``run()`` once.
 
@@ -256,7 +250,7 @@ class Coordinator:
             self._collect(wait_s)
         self._flush()
         if self.aborted is not None:
-            raise RunAborted(self.aborted)
+            raise RunAbortedError(self.aborted)
         if self.stop.is_set() and self.gone is None and self._unfinished():
             return RunStatus.INTERRUPTED
         if self.gone is not None:
@@ -328,7 +322,7 @@ class Coordinator:
                     self._schedule_retry(attempt, 0.0)
                 continue
             except RayTaskError as exc:
-                self.aborted = f"batches {group[0].seq}.. could not be prepared: {_cause(exc)}"
+                self.aborted = f"batches {group[0].seq}.. could not be prepared: {last_line(exc)}"
                 continue
             for attempt, result in zip(group, results, strict=True):
                 self._record(attempt, result)
@@ -429,8 +423,3 @@ class Coordinator:
         if self._updates:
             self.ledger.update_batches(self.run_id, self._updates)
             self._updates = []
-
-
-def _cause(exc: RayTaskError) -> str:
-    cause = exc.cause if getattr(exc, "cause", None) is not None else exc
-    return str(cause).strip().splitlines()[-1][:300]

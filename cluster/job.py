@@ -23,8 +23,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import annotated_types
 import yaml
-from hookcast.actors.errors import JobFileError, MissingEnvError
-from hookcast.actors.redact import redact
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -35,6 +33,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
+
+from hookcast.actors.errors import JobFileError, MissingEnvError
+from hookcast.actors.redact import redact
 
 _URLS_ALLOWED = "only http and https URLs are supported"
 

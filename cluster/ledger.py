@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from hookcast.actors.errors import LedgerError
 
 SCHEMA = """

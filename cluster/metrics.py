@@ -7,8 +7,9 @@ series are tagged by job and endpoint. Ray exports them on each node's metrics p
 
 from __future__ import annotations
 
-from hookcast.actors.delivery import AttemptResult
 from ray.util.metrics import Counter, Gauge, Histogram
+
+from hookcast.actors.delivery import AttemptResult
 
 _TAGS = ("job", "endpoint")
 _LATENCY_BOUNDARIES_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]

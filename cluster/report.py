@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 import orjson
+
 from hookcast.cluster.coordinator import Progress, RunSummary
 
 PROGRESS = "hookcast-progress "

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import ray
-from hookcast.actors.errors import HookcastError, LedgerError
+from ray.exceptions import RayTaskError
+
+from hookcast.actors.errors import LedgerError, RunAbortedError, unwrap
 from hookcast.actors.redact import redact
 from hookcast.actors.remote import start_segment, start_senders, stop_actors
 from hookcast.actors.render import ELEMENT_COLUMN, assemble_body
@@ -30,7 +32,7 @@ from hookcast.cluster.compile import (
     shown_endpoint,
 )
 from hookcast.cluster.connect import default_senders
-from hookcast.cluster.coordinator import Coordinator, Progress, RunAborted, RunSummary
+from hookcast.cluster.coordinator import Coordinator, Progress, RunSummary
 from hookcast.cluster.job import LoadedJob, load_job_text
 from hookcast.cluster.ledger import (
     UNFINISHED,
@@ -41,7 +43,6 @@ from hookcast.cluster.ledger import (
     RunStatus,
 )
 from hookcast.cluster.metrics import RunMetrics
-from ray.exceptions import RayTaskError
 
 logger = logging.getLogger(__name__)
 
@@ -120,11 +121,6 @@ def preview(job: LoadedJob, batches: int) -> Preview:
 # -- runs ---------------------------------------------------------------------------------------
 
 
-def _unwrap(exc: RayTaskError) -> Exception:
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, HookcastError) else exc
-
-
 def start_run(
     job: LoadedJob,
     ledger: Ledger,
@@ -144,7 +140,7 @@ def start_run(
         try:
             ids: pa.Array = ray.get(segment.freeze.remote())
         except RayTaskError as exc:
-            raise _unwrap(exc) from None
+            raise unwrap(exc) from None
         ledger.freeze_audience(run_id, ids)
         plans = plan_batches(run_id, ids, job.spec.batch_size)
         ledger.create_run(
@@ -300,7 +296,7 @@ def _deliver(
     note = None
     try:
         status = coordinator.run()
-    except RunAborted as exc:
+    except RunAbortedError as exc:
         status, note = RunStatus.INTERRUPTED, redact(exc.reason, job.secrets)
     if coordinator.gone:
         note = coordinator.gone

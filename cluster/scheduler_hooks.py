@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import ray
+
 from hookcast.actors.remote import start_scheduler_actor
 from hookcast.actors.scheduler import ScheduledJob, SchedulerConfig
 from hookcast.actors.trigger import Schedule, compile_trigger, next_fires

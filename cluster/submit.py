@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
+
 from hookcast.actors.errors import HookcastError
 from hookcast.cluster.job import load_job
 from hookcast.cluster.report import LineSplitter

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 
 import httpx
+
 from hookcast.actors.auth import (
     TokenError,
     _leaf_paths,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from hookcast.cluster.testbed.sink import Sink
 from hookcast.cluster.testbed.synth import write_audience
 
@@ -25,6 +26,7 @@ def metrics_port() -> int:
 def ray_session(metrics_port: int) -> Iterator[None]:
     """One real Ray for the whole session: embedded on 127.0.0.1, or RAY_ADDRESS's cluster."""
     import ray
+
     from hookcast.cluster.connect import connect
 
     connect(

@@ -38,7 +38,15 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
-from hookcast.actors.errors import HookcastError, JobFileError
+
+from hookcast.actors.errors import (
+    JobFileError,
+    TokenError,
+    TokenExpiryError,
+    TokenRequestError,
+    TokenResponseError,
+    TokenUnavailableError,
+)
 from hookcast.actors.redact import redact
 
 logger = logging.getLogger(__name__)
@@ -60,35 +68,6 @@ _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 # --- errors ----------------------------------------------------------------------------------
-
-
-class TokenError(HookcastError):
-    """No token could be had for an authorization; no webhook request may go without it."""
-
-    def __init__(self, auth_id: str, message: str, retryable: bool = False) -> None:
-        super().__init__(auth_id, message, retryable)
-        self.auth_id = auth_id
-        self.message = message
-        self.retryable = retryable
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class TokenRequestError(TokenError):
-    """The request to the token endpoint failed: refused, timed out, or an HTTP error status."""
-
-
-class TokenResponseError(TokenError):
-    """The token endpoint answered, but the answer holds no usable token."""
-
-
-class TokenExpiryError(TokenResponseError):
-    """The answer's lifetime (``expires_in_key``) is missing, 0, negative or not a number."""
-
-
-class TokenUnavailableError(TokenError):
-    """Every attempt the retry deadline allowed failed."""
 
 
 def _fail(cls: type[TokenError], auth_id: str, detail: str, retryable: bool = False) -> TokenError:

@@ -11,6 +11,7 @@ import functools
 from collections.abc import Iterable
 
 import httpx
+
 from hookcast.actors.auth import (
     AuthorizationConfig,
     Token,
@@ -18,6 +19,7 @@ from hookcast.actors.auth import (
     TokenError,
     fetch_token_async,
 )
+from hookcast.actors.errors import unwrap
 
 
 class TokenService:
@@ -82,7 +84,7 @@ async def _unwrapped(call):
     try:
         return await call
     except Exception as exc:
-        cause = getattr(exc, "cause", None)  # Ray's task error wraps the service's own
+        cause = unwrap(exc)  # Ray's task error wraps the service's own
         if isinstance(cause, TokenError):
             raise cause from None
         raise

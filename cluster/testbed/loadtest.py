@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import yaml
+
 from hookcast.cluster.coordinator import Progress, RunSummary
 from hookcast.cluster.job import load_job
 from hookcast.cluster.ledger import BatchStatus, Ledger

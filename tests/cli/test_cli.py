@@ -9,9 +9,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from typer.testing import CliRunner
+
 from hookcast.cli.app import app
 from hookcast.cluster.testbed.sink import Reply, Sink
-from typer.testing import CliRunner
 
 runner = CliRunner()
 
@@ -253,6 +254,7 @@ def test_status_lists_running_runs_and_hookcast_actors(tmp_path: Path) -> None:
     import time
 
     import ray
+
     from hookcast.cluster.ledger import Ledger, RunRecord
 
     ledger = Ledger(tmp_path / "state")

@@ -6,8 +6,9 @@ import re
 from pathlib import Path
 
 import orjson
-from hookcast.cli.app import app
 from typer.testing import CliRunner
+
+from hookcast.cli.app import app
 
 runner = CliRunner()
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import orjson
 import pytest
+from typer.testing import CliRunner
+
 from hookcast.cli.app import app
 from hookcast.cluster.testbed.sink import Sink
-from typer.testing import CliRunner
 
 runner = CliRunner()
 

@@ -13,13 +13,14 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
+from typer.testing import CliRunner
+
 from hookcast.cli.app import app
 from hookcast.cluster.job import load_job
 from hookcast.cluster.ledger import Ledger
 from hookcast.cluster.runs import start_run
 from hookcast.cluster.testbed.sink import OK, Reply, Sink
 from hookcast.cluster.testbed.synth import write_audience
-from typer.testing import CliRunner
 
 runner = CliRunner()
 CLIENT_SECRET = "s3cret-client-value-9f2c"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
 from hookcast.cluster.job import load_job
 from hookcast.cluster.ledger import BatchStatus, Ledger, RunStatus
 from hookcast.cluster.runs import replay_run, resume_run, start_run

@@ -28,13 +28,14 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 import ray
+from typer.testing import CliRunner
+
 from hookcast.cli.app import app
 from hookcast.cluster.job import load_job
 from hookcast.cluster.ledger import BatchStatus, Ledger, RunStatus
 from hookcast.cluster.runs import start_run
 from hookcast.cluster.testbed.sink import OK, Arrival, Reply, Request, Sink, fail_rate, rate_limited
 from hookcast.cluster.testbed.synth import write_audience
-from typer.testing import CliRunner
 
 NAMESPACE = "hookcast"
 HOOKCAST = [sys.executable, "-m", "hookcast.cli.app"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import orjson
 import psutil
+
 from hookcast.cluster.testbed.sink import Reply, Sink
 
 HOOKCAST = [sys.executable, "-m", "hookcast.cli.app"]

@@ -8,6 +8,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from hookcast.cluster.job import load_job
 from hookcast.cluster.ledger import Ledger
 from hookcast.cluster.runs import start_run

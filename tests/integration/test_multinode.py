@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 import psutil
 import pytest
+
 from hookcast.cluster.testbed.sink import Sink
 from hookcast.cluster.testbed.synth import write_audience
 

@@ -21,11 +21,12 @@ import orjson
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+from moto.server import ThreadedMotoServer
+
 from hookcast.actors.sources import location_env
 from hookcast.cluster.job import load_job
 from hookcast.cluster.runs import start_run
 from hookcast.cluster.testbed.sink import Sink
-from moto.server import ThreadedMotoServer
 
 HOOKCAST = [sys.executable, "-m", "hookcast.cli.app"]
 BUCKET = "hookcast-audiences"

@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import ray
+from typer.testing import CliRunner
+
 from hookcast.actors.scheduler import SchedulerConfig
 from hookcast.cli.app import app
 from hookcast.cluster.ledger import Ledger
@@ -16,7 +18,6 @@ from hookcast.cluster.schedule_store import ScheduleStore
 from hookcast.cluster.scheduler_hooks import start_scheduler
 from hookcast.cluster.testbed.sink import Sink
 from hookcast.cluster.testbed.synth import write_audience
-from typer.testing import CliRunner
 
 runner = CliRunner()
 
@@ -107,6 +108,7 @@ def test_a_dynamic_segment_is_evaluated_again_at_each_fire(
 
     import pyarrow as pa
     import pyarrow.parquet as pq
+
     from hookcast.actors.trigger import fire_id
     from hookcast.cluster.scheduler_hooks import StoreHooks
 

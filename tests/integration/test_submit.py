@@ -19,10 +19,10 @@ from pathlib import Path
 import orjson
 import psutil
 import pytest
-from hookcast.cli.app import app
-from hookcast.cluster.testbed.sink import Sink
 from typer.testing import CliRunner
 
+from hookcast.cli.app import app
+from hookcast.cluster.testbed.sink import Sink
 from tests.integration.local_cluster import free_ports
 
 runner = CliRunner()

@@ -4,6 +4,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from hookcast.actors.segment import Segment, SegmentConfig
 
 SEGMENT_BATCH = 100  # the batch size of the `segment` fixture's segments, unless told

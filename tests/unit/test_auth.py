@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+
 from hookcast.actors.auth import (
     AuthorizationConfig,
     Template,

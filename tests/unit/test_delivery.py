@@ -6,6 +6,7 @@ import random
 from email.utils import formatdate
 
 import pytest
+
 from hookcast.actors.delivery import Outcome, RetryPolicy, classify, parse_retry_after
 from hookcast.actors.ratelimit import RateLimiter
 

@@ -4,6 +4,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from hookcast.actors.errors import JobFileError, MissingEnvError
 from hookcast.cluster.job import JobSpec, LoadedJob, load_job
 

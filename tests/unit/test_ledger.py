@@ -11,6 +11,7 @@ import time
 
 import pyarrow as pa
 import pytest
+
 from hookcast.actors.errors import LedgerError
 from hookcast.cluster.ledger import (
     BatchRecord,

@@ -10,6 +10,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from hookcast.actors.render import (
     SEND_TIME_PLACEHOLDER,
     PayloadConfig,
@@ -17,7 +18,6 @@ from hookcast.actors.render import (
     element_sql,
     send_time_ms,
 )
-
 from tests.unit import seed_contacts
 
 SEED_IDENTITIES = ("wechat.openId", "wechat.unionId")

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+
 from hookcast.cluster.testbed.sink import (
     Reply,
     Request,

@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+from moto.server import ThreadedMotoServer
+
 from hookcast.actors.errors import AudienceError
 from hookcast.actors.segment import Segment, SegmentConfig, count_source_files
 from hookcast.actors.sources import (
@@ -29,8 +31,6 @@ from hookcast.actors.sources import (
     short_reason,
 )
 from hookcast.cluster.testbed.synth import write_audience, write_ids
-from moto.server import ThreadedMotoServer
-
 from tests.unit.conftest import SEGMENT_BATCH
 
 N = 1_050

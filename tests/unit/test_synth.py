@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from hookcast.cluster.testbed.synth import ID_BASE, SCHEMA, write_audience, write_ids
 
 from bench import baseline
+from hookcast.cluster.testbed.synth import ID_BASE, SCHEMA, write_audience, write_ids
 from tests.unit import seed_contacts
 
 N = 5_000

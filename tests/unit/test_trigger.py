@@ -8,6 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from hookcast.actors.errors import JobError
 from hookcast.actors.trigger import (
     Schedule,
