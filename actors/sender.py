@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -44,6 +44,15 @@ class BatchOrder:
     attempt: int
     sent_at_ms: int
     send_at: float | None = None  # epoch s: its rate-limit slot; None: send at once
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """A request's line and headers, before its body."""
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,14 +105,21 @@ class Sender:
             return {}
         return await self._tokens.tokens(self._auths, self._keys, time.time())
 
-    def _request(self, tokens: dict[str, Token]) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    def request_for(self, key: str, tokens: Mapping[str, Token]) -> PreparedRequest:
+        """The method, URL (the webhook's own query kept, ``webhook.query`` merged in) and
+        headers of a request carrying Idempotency-Key ``key``, wildcards filled from
+        ``tokens``: exactly what a POST sends, and what ``hookcast preview`` shows."""
         values: dict[tuple[str, str], str] = {}
         for token in tokens.values():
             values.update(token.wildcard_values())
         headers = {"Content-Type": "application/json"}
         headers.update((name, template.render(values)) for name, template in self._headers)
+        headers["Idempotency-Key"] = key
+        url = httpx.URL(self.config.url)
         query = [(name, template.render(values)) for name, template in self._query]
-        return headers, query
+        if query:
+            url = url.copy_merge_params(query)  # keeps a query already in the URL
+        return PreparedRequest("POST", str(url), tuple(headers.items()))
 
     async def deliver(self, chunk: pa.Table, orders: Sequence[BatchOrder]) -> list[AttemptResult]:
         """POST each ordered batch of ``chunk`` once, concurrently; never raises for HTTP
@@ -186,21 +202,19 @@ class Sender:
     async def _send(
         self, order: BatchOrder, body: bytes, contacts: int, tokens: dict[str, Token]
     ) -> AttemptResult:
-        headers, query = self._request(tokens)
-        headers["Idempotency-Key"] = order.key
+        request = self.request_for(order.key, tokens)
         secrets = self.config.secrets | {
             value for token in tokens.values() for value in token.values.values()
         }
-        url = httpx.URL(self.config.url)
-        if query:
-            url = url.copy_merge_params(query)  # keeps a query already in the URL
         started = time.perf_counter()
         status: int | None = None
         retry_after: float | None = None
         excerpt: str | None = None
         error: str | None = None
         try:
-            async with self._http().stream("POST", url, content=body, headers=headers) as response:
+            async with self._http().stream(
+                request.method, request.url, content=body, headers=dict(request.headers)
+            ) as response:
                 status = response.status_code
                 head = await _read_capped(response, self.config.response_cap_bytes)
                 if not 200 <= status < 300:

@@ -1,7 +1,11 @@
-"""The user's job file, compiled into the small frozen configs each actor takes."""
+"""The user's job file, compiled once into the small frozen configs each part of a run takes.
+
+``compile_job`` is the one entry: everything here is conversion of a job the pydantic model
+has already validated."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -15,6 +19,32 @@ from hookcast.actors.segment import SegmentConfig
 from hookcast.actors.sender import SenderConfig
 from hookcast.cluster.coordinator import DeliverySettings
 from hookcast.cluster.job import LoadedJob
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """A job compiled once: what the segment, the senders and the coordinator are given.
+
+    ``endpoint`` is the URL as logs, metrics and the ledger show it (no credentials, no
+    query, no secrets); ``secrets`` are every value to redact from anything shown."""
+
+    segment: SegmentConfig
+    sender: SenderConfig
+    delivery: DeliverySettings
+    endpoint: str
+    secrets: frozenset[str]
+
+
+def compile_job(job: LoadedJob, *, url: str | None = None) -> RunPlan:
+    """The run plan of ``job``; ``url`` replaces the webhook URL (replay to staging)."""
+    sender = sender_config(job, url=url)
+    return RunPlan(
+        segment=segment_config(job),
+        sender=sender,
+        delivery=delivery_settings(job),
+        endpoint=shown_endpoint(sender.url, sender.secrets),
+        secrets=sender.secrets,
+    )
 
 
 def payload_config(job: LoadedJob) -> PayloadConfig:
