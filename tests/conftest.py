@@ -13,6 +13,25 @@ import yaml
 from hookcast.cluster.testbed.sink import Sink
 from hookcast.cluster.testbed.synth import write_audience
 
+# Whole modules in the slow tier: they start extra Ray clusters or heads, emulators, or push
+# load. `pytest -m "not slow"` runs the rest; CI runs everything.
+SLOW_MODULES = frozenset(
+    {
+        "tests/integration/test_multinode.py",
+        "tests/integration/test_submit.py",
+        "tests/integration/test_remote_source.py",
+        "tests/integration/test_scheduler.py",
+        "tests/cli/test_loadtest.py",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(str(config.rootpath))
+    for item in items:
+        if Path(str(item.path)).relative_to(root).as_posix() in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def metrics_port() -> int:
