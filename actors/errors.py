@@ -122,16 +122,17 @@ class RunAbortedError(HookcastError):
 
 
 def unwrap(exc: BaseException) -> BaseException:
-    """The hookcast error inside an error that came back from Ray, or ``exc`` itself.
+    """The original error inside an error that came back from Ray, or ``exc`` itself.
 
     Ray wraps an actor's exception in a ``RayTaskError`` whose message holds the remote
-    traceback; its ``cause`` is the original. This is the one place that looks inside."""
-    seen = 0
-    while not isinstance(exc, HookcastError) and seen < 5:
+    traceback and whose ``cause`` is the original; the wrapper is also made an instance of
+    the cause's class, so the cause is followed whatever the wrapper's type. This is the one
+    place that looks inside."""
+    for _ in range(5):
         cause = getattr(exc, "cause", None)
-        if not isinstance(cause, BaseException):
+        if not isinstance(cause, BaseException) or cause is exc:
             break
-        exc, seen = cause, seen + 1
+        exc = cause
     return exc
 
 

@@ -1,24 +1,25 @@
 """The user's job file, compiled once into the small frozen configs each part of a run takes.
 
 ``compile_job`` is the one entry: everything here is conversion of a job the pydantic model
-has already validated."""
+has already validated (``cluster/job_model.py``): nothing here checks or raises."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from datetime import datetime
 
 import orjson
 
-from hookcast.actors.auth import AuthorizationConfig, authorization_config, find_wildcard_errors
+from hookcast.actors.auth import AuthorizationConfig
 from hookcast.actors.delivery import RetryPolicy
-from hookcast.actors.errors import JobFileError
 from hookcast.actors.redact import redact
 from hookcast.actors.render import PayloadConfig
 from hookcast.actors.segment import SegmentConfig
 from hookcast.actors.sender import SenderConfig
+from hookcast.actors.trigger import Schedule, require_fires
+from hookcast.actors.urls import display_url
 from hookcast.cluster.coordinator import DeliverySettings
-from hookcast.cluster.job import LoadedJob
+from hookcast.cluster.job import AuthorizationSpec, LoadedJob
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,19 +64,35 @@ def segment_config(job: LoadedJob) -> SegmentConfig:
     )
 
 
+def authorization_config(auth_id: str, spec: AuthorizationSpec) -> AuthorizationConfig:
+    """The frozen config of the job's ``authorizations.<auth_id>``."""
+    return AuthorizationConfig(
+        id=auth_id,
+        url=spec.url,
+        method=spec.method,
+        headers=tuple(spec.headers.items()),
+        query=tuple(spec.query.items()),
+        form=None if spec.form is None else tuple(spec.form.items()),
+        json_body=spec.json_body,
+        ttl_s=None if spec.ttl_s is None else float(spec.ttl_s),
+        expires_in_key=spec.expires_in_key,
+    )
+
+
 def authorizations(job: LoadedJob) -> tuple[AuthorizationConfig, ...]:
-    """Every authorization of the job, checked, with the webhook's wildcards checked against
-    them: raises a JobFileError naming the key before anything is sent."""
-    configs = tuple(
+    """Every authorization of the job, in the order written."""
+    return tuple(
         authorization_config(auth_id, spec) for auth_id, spec in job.spec.authorizations.items()
     )
-    webhook = job.spec.webhook
-    problems = find_wildcard_errors(
-        webhook.headers, webhook.query, [c.id for c in configs], secrets=job.secrets
-    )
-    if problems:
-        raise JobFileError("\n".join(redact(p, job.secrets) for p in problems))
-    return configs
+
+
+def job_schedule(job: LoadedJob, *, now: datetime | None) -> Schedule:
+    """The job's trigger, compiled by the model; with ``now`` it must still fire (raises
+    ``TriggerError`` naming the key)."""
+    schedule = job.spec.trigger.schedule
+    if now is not None:
+        require_fires(schedule, now)
+    return schedule
 
 
 def sender_config(job: LoadedJob, *, url: str | None = None) -> SenderConfig:
@@ -109,7 +126,4 @@ def delivery_settings(job: LoadedJob) -> DeliverySettings:
 
 def shown_endpoint(url: str, secrets: frozenset[str]) -> str:
     """The endpoint as logs and the ledger show it: no credentials, no query, no secrets."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return redact(urlunsplit((parts.scheme, netloc, parts.path, "", "")), secrets)
+    return redact(display_url(url), secrets)

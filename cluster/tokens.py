@@ -6,20 +6,11 @@ redacted; nothing here is ever sent to the webhook.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import httpx
 
-from hookcast.actors.auth import (
-    TokenError,
-    _leaf_paths,
-    _read_answer,
-    _request_args,
-    fetch_token,
-    parse_template,
-    redact_token,
-)
+from hookcast.actors.auth import TokenError, fetch_token, parse_template, redact_token
 from hookcast.actors.errors import HookcastError
 from hookcast.cluster.compile import authorizations
 from hookcast.cluster.job import LoadedJob
@@ -59,21 +50,16 @@ def test_authorizations(job: LoadedJob, only: str | None = None) -> list[AuthRep
     for config in configs:
         if only is not None and config.id != only:
             continue
-        now = time.time()
         try:
-            with httpx.Client(timeout=10, follow_redirects=False) as client:
-                response = client.request(**_request_args(config))
-            token = _read_answer(config, response, keys.get(config.id, set()), now)
-            answer = response.json()
+            token = fetch_token(config, keys.get(config.id, set()), timeout_s=10)
         except (TokenError, httpx.HTTPError) as exc:
             reports.append(AuthReport(config.id, False, error=_message(exc)))
             continue
-        present = tuple(_leaf_paths(answer)) if isinstance(answer, dict) else ()
         reports.append(
             AuthReport(
                 config.id,
                 True,
-                keys_present=present,
+                keys_present=token.answer_keys,
                 tokens=tuple((k, redact_token(v)) for k, v in sorted(token.values.items())),
                 expires_in_s=None if token.expires_at == float("inf") else token.lifetime_s,
             )

@@ -1,8 +1,8 @@
 """The token service: one per cluster, caching every authorization's token for all senders.
 
 The logic (single flight, refresh ahead, refresh once per version on a 401) is
-``actors.auth.TokenCache``; this is its asyncio actor shell, and the small client a sender
-uses to reach it.
+``actors.auth.cache.TokenCache``; this is its asyncio actor shell, and the small client a
+sender uses to reach it.
 """
 
 from __future__ import annotations
@@ -12,14 +12,11 @@ from collections.abc import Iterable
 
 import httpx
 
-from hookcast.actors.auth import (
-    AuthorizationConfig,
-    Token,
-    TokenCache,
-    TokenError,
-    fetch_token_async,
-)
-from hookcast.actors.errors import unwrap
+from hookcast.actors.auth.cache import TokenCache
+from hookcast.actors.auth.config import AuthorizationConfig
+from hookcast.actors.auth.fetch import fetch_token_async
+from hookcast.actors.auth.tokens import Token
+from hookcast.actors.errors import TokenError, unwrap
 
 
 class TokenService:
@@ -84,7 +81,11 @@ async def _unwrapped(call):
     try:
         return await call
     except Exception as exc:
-        cause = unwrap(exc)  # Ray's task error wraps the service's own
+        # Ray's task error is also an instance of the service's error class (so unwrap
+        # stops at it), but its message is the remote traceback: take its cause.
+        cause = getattr(exc, "cause", None)
+        if not isinstance(cause, TokenError):
+            cause = unwrap(exc)
         if isinstance(cause, TokenError):
             raise cause from None
         raise

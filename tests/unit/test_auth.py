@@ -28,7 +28,6 @@ from hookcast.actors.auth import (
     TokenResponseError,
     TokenUnavailableError,
     Wildcard,
-    authorization_config,
     fetch_token,
     fetch_token_async,
     find_wildcard_errors,
@@ -37,7 +36,16 @@ from hookcast.actors.auth import (
     redact_token,
 )
 from hookcast.actors.errors import HookcastError, JobFileError
-from hookcast.cluster.job import AuthorizationSpec
+from hookcast.cluster.compile import authorization_config as compiled_authorization
+from hookcast.cluster.job import AuthorizationSpec, load_job_text
+
+
+def authorization_config(auth_id: str, definition: Any) -> AuthorizationConfig:
+    """The config of a definition checked by the job model, as a run compiles it."""
+    if not isinstance(definition, AuthorizationSpec):
+        definition = AuthorizationSpec.model_validate(definition)
+    return compiled_authorization(auth_id, definition)
+
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXRva2VuLXBheWxvYWQ.sig-0123456789"
 CLIENT_SECRET = "cs-very-secret-4711"
@@ -247,26 +255,58 @@ def test_configs_survive_pickling():
         (
             "crm",
             {"url": "ftp://auth.example.com/token"},
-            "authorizations.crm.url ftp://auth.example.com/token is not an http(s) URL",
+            '- authorizations.crm.url: "ftp://auth.example.com/token" is not supported: only '
+            "http and https URLs are supported",
         ),
-        ("crm", {"url": "https:///token"}, "is not an http(s) URL with a host"),
-        ("crm", {"url": "https://a/t", "method": "PUT"}, "method PUT is not supported"),
-        ("crm", {"url": "https://a/t", "method": "GET", "form": {"a": "b"}}, "GET sends no body"),
+        (
+            "crm",
+            {"url": "https:///token"},
+            '- authorizations.crm.url: "https:///token" has no host: only http and https URLs',
+        ),
+        (
+            "crm",
+            {"url": "https://a/t", "method": "PUT"},
+            "- authorizations.crm.method: PUT is not supported: give GET or POST.",
+        ),
+        (
+            "crm",
+            {"url": "https://a/t", "method": "GET", "form": {"a": "b"}},
+            "- authorizations.crm: method GET sends no body",
+        ),
         (
             "crm",
             {"url": "https://a/t", "form": {"a": "b"}, "json": {"a": "b"}},
-            "form and json are alternatives",
+            "- authorizations.crm: form and json are alternatives",
         ),
-        ("crm", {"url": "https://a/t", "ttl_s": 0}, "ttl_s 0 is out of range"),
-        ("crm", {"url": "https://a/t", "expires_in_key": "a..b"}, "is not a key path"),
-        ("my.crm", {"url": "https://a/t"}, "cannot be named in a wildcard"),
-        ("crm", {"url": "https://a/t", "token": "x"}, "unknown key token"),
+        (
+            "crm",
+            {"url": "https://a/t", "ttl_s": 0},
+            "- authorizations.crm.ttl_s: 0 is out of range",
+        ),
+        (
+            "crm",
+            {"url": "https://a/t", "expires_in_key": "a..b"},
+            '- authorizations.crm.expires_in_key: "a..b" is not a key path',
+        ),
+        (
+            "my.crm",
+            {"url": "https://a/t"},
+            '- authorizations: the id "my.crm" cannot be named in a wildcard',
+        ),
+        ("crm", {"url": "https://a/t", "token": "x"}, "- authorizations.crm.token: unknown key"),
     ],
 )
-def test_bad_definitions_are_rejected_naming_the_key(auth_id, definition, message):
-    with pytest.raises(JobFileError, match=None) as exc_info:
-        authorization_config(auth_id, definition)
+def test_bad_definitions_are_rejected_naming_the_key(auth_id, definition, message, tmp_path):
+    job = {
+        "name": "j",
+        "webhook": {"url": "https://hooks.example.com/in"},
+        "audience": {"source": "a.parquet"},
+        "authorizations": {auth_id: definition},
+    }
+    with pytest.raises(JobFileError) as exc_info:
+        load_job_text(json.dumps(job), tmp_path / "job.yaml", env={})
     assert message in str(exc_info.value)
+    assert exc_info.value.problems[0][0].startswith("authorizations")
 
 
 # --- reading the endpoint's answer ------------------------------------------------------------

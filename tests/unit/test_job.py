@@ -289,7 +289,7 @@ def test_recurring_without_cron_or_every_is_rejected(tmp_path):
 
 def test_bad_timezone_is_rejected(tmp_path):
     message = rejection(tmp_path, with_lines("trigger: {timezone: Mars/Olympus}"))
-    assert "- trigger.timezone Mars/Olympus is not an IANA time zone name" in message
+    assert '- trigger.timezone "Mars/Olympus" is not an IANA time zone name' in message
 
 
 def test_bad_name_is_rejected(tmp_path):

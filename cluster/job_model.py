@@ -1,0 +1,353 @@
+"""The job file's model: every key, its bounds, and every check the job gets.
+
+This is the one validator: anything ``cluster/compile.py`` turns into actor configs has been
+checked here. Validators' messages name the key, show the value (never a secret) and say
+what is allowed; ``job_messages`` turns pydantic's errors into those bullets.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+
+from hookcast.actors.auth import find_wildcard_errors, is_authorization_id, is_key_path
+from hookcast.actors.errors import TriggerError
+from hookcast.actors.trigger import Schedule, schedule_from
+from hookcast.actors.trigger_syntax import check_kind
+from hookcast.actors.urls import control_problem, header_name_problem, http_url_problem
+from hookcast.cluster.job_messages import show
+
+
+def _check_http_url(url: str) -> str:
+    problem = http_url_problem(url)
+    if problem is not None:
+        raise ValueError(problem)
+    return url
+
+
+HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
+
+
+def _check_header_fields(fields: dict[str, str]) -> dict[str, str]:
+    for name, value in fields.items():
+        problem = header_name_problem(name)
+        if problem is not None:
+            raise ValueError(problem)
+        problem = control_problem(value)
+        if problem is not None:
+            raise ValueError(f"the value of {name} {problem}")
+    return fields
+
+
+def _check_query_fields(fields: dict[str, str]) -> dict[str, str]:
+    for name, value in fields.items():
+        problem = control_problem(name)
+        if problem is not None:
+            raise ValueError(f"a parameter name {problem}")
+        problem = control_problem(value)
+        if problem is not None:
+            raise ValueError(f"the value of {name} {problem}")
+    return fields
+
+
+HeaderFields = Annotated[dict[str, str], AfterValidator(_check_header_fields)]
+QueryFields = Annotated[dict[str, str], AfterValidator(_check_query_fields)]
+
+
+class WebhookSpec(BaseModel):
+    """Where and how each batch is sent."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: HttpUrl = Field(description="The URL the batches are POSTed to.")
+    method: Literal["POST"] = Field("POST", description="The HTTP method; only POST is supported.")
+    format: Literal["json"] = Field(
+        "json", description="The body format; only json (a JSON list of contacts) is supported."
+    )
+    headers: HeaderFields = Field(
+        default_factory=dict,
+        description="Extra request headers; values may hold #{auth.<id>.<key>} wildcards.",
+    )
+    query: QueryFields = Field(
+        default_factory=dict,
+        description="Query parameters added to the URL; values may hold #{auth...} wildcards.",
+    )
+    timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Seconds to wait for the endpoint to answer one request.",
+        json_schema_extra={"allowed": "give a number of seconds above 0 and at most 300"},
+    )
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _only_post(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.upper() == "POST":
+            return "POST"
+        shown = value if isinstance(value, str) else show(value)
+        raise ValueError(f"webhook.method {shown} is not supported: only POST is.")
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _only_json(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lower() == "json":
+            return "json"
+        shown = value if isinstance(value, str) else show(value)
+        raise ValueError(f"webhook.format {shown} is not supported: only json is.")
+
+
+class PayloadSpec(BaseModel):
+    """What each element of a request body holds besides ``sendTime``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    contact: bool = Field(
+        True,
+        strict=True,
+        description="true: send every non-null contact attribute; false: only the contact id.",
+    )
+    identities: tuple[str, ...] = Field(
+        (),
+        description="The identity types to send (like wechat.openId); empty: none.",
+    )
+    custom: dict[str, Any] | None = Field(
+        None, description='A mapping sent as "_custom" in every element; absent: no "_custom".'
+    )
+
+    @field_validator("identities", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return () if value is None else value
+
+
+class AudienceSpec(BaseModel):
+    """Which contacts receive the broadcast."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(
+        min_length=1,
+        description="The parquet file, folder or glob of contacts, relative to the job file.",
+    )
+    where: str | None = Field(
+        None, description="A SQL condition selecting a dynamic segment, evaluated at each fire."
+    )
+    ids: str | None = Field(
+        None, description="A parquet file with an `id` column: a static segment of the source."
+    )
+
+    @model_validator(mode="after")
+    def _where_or_ids(self) -> AudienceSpec:
+        if self.where is not None and self.ids is not None:
+            raise ValueError(
+                "audience.where and audience.ids are alternatives: give one (a dynamic segment) "
+                "or the other (a static list of ids), not both."
+            )
+        return self
+
+
+class TriggerSpec(BaseModel):
+    """When the broadcast fires: checked here, compiled once into ``schedule`` (whether it
+    still fires from now on is asked when it is scheduled)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["immediate", "once", "recurring"] = Field(
+        "immediate", description="immediate (now), once (at trigger.at) or recurring."
+    )
+    at: str | None = Field(None, description="once: the ISO datetime to fire at.")
+    cron: str | None = Field(None, description='recurring: a 5-field cron like "0 9 * * 1".')
+    timezone: str = Field("UTC", description="The IANA time zone of cron and naive datetimes.")
+    start: str | None = Field(None, description="recurring: no fire before this ISO datetime.")
+    end: str | None = Field(None, description="recurring: no fire after this ISO datetime.")
+    every: str | None = Field(None, description="recurring: a friendly interval instead of cron.")
+    _schedule: Schedule | None = PrivateAttr(None)
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _known_type(cls, value: Any) -> Any:
+        try:
+            return check_kind(value)
+        except TriggerError as exc:
+            raise ValueError(exc.message) from None
+
+    @field_validator("at", "start", "end", mode="before")
+    @classmethod
+    def _datetime_as_text(cls, value: Any) -> Any:
+        # YAML turns an unquoted 2026-12-01T09:00:00+08:00 into a datetime; keep it as written.
+        return value.isoformat() if isinstance(value, date) else value
+
+    @model_validator(mode="after")
+    def _compiles(self) -> TriggerSpec:
+        try:
+            self._schedule = schedule_from(**self.model_dump())
+        except TriggerError as exc:
+            raise ValueError(exc.message) from None
+        return self
+
+    @property
+    def schedule(self) -> Schedule:
+        """The trigger compiled (no clock checks: see ``actors.trigger.require_fires``)."""
+        assert self._schedule is not None  # set by the validator of every instance
+        return self._schedule
+
+
+class RateLimitSpec(BaseModel):
+    """How hard the endpoint may be hit, across the whole sender pool."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    requests_per_second: float | None = Field(
+        None, gt=0, description="Requests per second to the endpoint; absent: no limit."
+    )
+    max_in_flight: int = Field(
+        8, ge=1, le=1000, description="Requests awaiting an answer at once, 1 to 1000."
+    )
+
+
+class RetrySpec(BaseModel):
+    """How a failed request is retried before its batch is dead-lettered."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_attempts: int = Field(
+        6, ge=1, le=100, description="Attempts per batch, the first included, 1 to 100."
+    )
+    backoff_base_s: float = Field(0.5, gt=0, description="Seconds before the first retry.")
+    backoff_max_s: float = Field(30.0, gt=0, description="The longest wait between attempts.")
+    retry_after_max_s: float = Field(
+        60.0, gt=0, description="The longest Retry-After from the endpoint that is honoured."
+    )
+
+    @model_validator(mode="after")
+    def _cap_above_base(self) -> RetrySpec:
+        if self.backoff_max_s < self.backoff_base_s:
+            raise ValueError(
+                f"retry.backoff_max_s {self.backoff_max_s:g} is below retry.backoff_base_s "
+                f"{self.backoff_base_s:g}: raise backoff_max_s or lower backoff_base_s."
+            )
+        return self
+
+
+class AuthorizationSpec(BaseModel):
+    """How to fetch a token from the customer's auth endpoint."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    url: HttpUrl = Field(description="The token endpoint.")
+    method: Literal["GET", "POST"] = Field("POST", description="GET or POST.")
+    headers: HeaderFields = Field(
+        default_factory=dict, description="Headers sent to the token endpoint."
+    )
+    query: QueryFields = Field(
+        default_factory=dict, description="Query parameters sent to the token endpoint."
+    )
+    form: dict[str, str] | None = Field(None, description="A form body for the token request.")
+    json_body: dict[str, Any] | None = Field(
+        None, alias="json", description="A JSON body for the token request."
+    )
+    ttl_s: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="Seconds a token stays valid."
+    )
+    expires_in_key: str | None = Field(
+        None, description="The response key that holds the token's lifetime in seconds."
+    )
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _get_or_post(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.upper() in ("GET", "POST"):
+            return value.upper()
+        shown = value if isinstance(value, str) else show(value)
+        raise ValueError(f"{shown} is not supported: give GET or POST.")
+
+    @field_validator("expires_in_key")
+    @classmethod
+    def _key_path(cls, value: str | None) -> str | None:
+        if value is not None and not is_key_path(value):
+            raise ValueError(
+                f"{show(value)} is not a key path: give the answer's key that holds the "
+                "token's lifetime in seconds, like expires_in or data.expires_in."
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_body(self) -> AuthorizationSpec:
+        if self.form is not None and self.json_body is not None:
+            raise ValueError(
+                "form and json are alternatives: the token request has one body, give one of them."
+            )
+        if self.method == "GET" and (self.form is not None or self.json_body is not None):
+            raise ValueError("method GET sends no body: move form or json into query, or use POST.")
+        return self
+
+
+class JobSpec(BaseModel):
+    """One broadcast: who receives it, where it is sent, when and how fast."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="The job's name, unique per state dir.",
+        json_schema_extra={
+            "allowed": 'use 1 to 63 lowercase letters, digits, "-" or "_", '
+            "starting with a letter or digit"
+        },
+    )
+    webhook: WebhookSpec = Field(description="Where and how the batches are sent.")
+    payload: PayloadSpec = Field(
+        default_factory=PayloadSpec, description="What each element of a request holds."
+    )
+    audience: AudienceSpec = Field(description="Which contacts receive the broadcast.")
+    batch_size: int = Field(
+        500,
+        strict=True,
+        ge=1,
+        le=500,
+        description="Contacts per request, 1 to 500.",
+        json_schema_extra={"allowed": "a request carries 1 to 500 contacts"},
+    )
+    trigger: TriggerSpec = Field(
+        default_factory=TriggerSpec, description="When the broadcast fires; absent: now."
+    )
+    rate_limit: RateLimitSpec = Field(
+        default_factory=RateLimitSpec, description="How hard the endpoint may be hit."
+    )
+    retry: RetrySpec = Field(
+        default_factory=RetrySpec, description="How failed requests are retried."
+    )
+    authorizations: dict[str, AuthorizationSpec] = Field(
+        default_factory=dict, description="Token endpoints, by the id wildcards refer to."
+    )
+
+    @field_validator("authorizations")
+    @classmethod
+    def _nameable_ids(cls, value: dict[str, AuthorizationSpec]) -> dict[str, AuthorizationSpec]:
+        for auth_id in value:
+            if not is_authorization_id(auth_id):
+                raise ValueError(
+                    f'the id "{auth_id}" cannot be named in a wildcard: use letters, digits, '
+                    '"_" or "-" (no dots, braces or spaces), like crm.'
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _wildcards_defined(self) -> JobSpec:
+        problems = find_wildcard_errors(
+            self.webhook.headers, self.webhook.query, self.authorizations
+        )
+        if problems:
+            raise ValueError("\n- ".join(problems))
+        return self
