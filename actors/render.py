@@ -1,4 +1,5 @@
-"""Rendering contacts to the SPEC §3 JSON elements, columnar, inside DuckDB.
+"""Rendering contacts to the JSON elements a request carries (README, "Each request"),
+columnar, inside DuckDB.
 
 Turning Arrow rows into Python dicts costs ~18 µs a contact before any JSON is written;
 DuckDB builds the same text in a vectorised projection. So the audience query itself renders
@@ -10,6 +11,11 @@ cannot occur in JSON text (raw control characters are always escaped inside stri
 
 Null attributes are dropped with ``concat_ws``, which skips NULL arguments; ``'"k":' || NULL``
 is NULL, so a key disappears together with its null value. Empty strings stay.
+
+JSON has no NaN or infinity (strict parsers such as ``JSON.parse`` and orjson reject the
+``NaN`` that ``to_json`` writes), so such a float is treated as null: its key is left out of
+an object (a struct, a map, JSON-text props), and it is ``null`` inside a list, where the
+positions matter. ``non_finite_checks`` counts them for validation.
 """
 
 from __future__ import annotations
@@ -48,12 +54,17 @@ PRESET_ATTRIBUTES = (
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 ELEMENT_COLUMN = "element"
 SEND_TIME_PLACEHOLDER = "\x01" * 13
+_FLOATS = ("double", "float")
+# Non-finite numbers DuckDB's JSON reader accepts in JSON text and keeps verbatim (lowered).
+_NON_FINITE_JSON = ", ".join(
+    f"'{sign}{word}'" for word in ("nan", "inf", "infinity") for sign in ("", "-", "+")
+)
 
 
 @dataclass(frozen=True, slots=True)
 class PayloadConfig:
-    """What each element carries (SPEC §3): all attributes or only the id, which identity
-    types, and the ``_custom`` object already serialised (None: no ``_custom`` key)."""
+    """What each element carries: all attributes or only the id, which identity types, and
+    the ``_custom`` object already serialised (None: no ``_custom`` key)."""
 
     contact: bool = True
     identities: tuple[str, ...] = ()
@@ -88,11 +99,13 @@ def _value(expr: str, duck_type: DuckType) -> str:
         return f"to_json(strftime({expr}, {sql_string(TIMESTAMP_FORMAT)}))"
     if kind == "struct":
         return f"CASE WHEN {expr} IS NOT NULL THEN '{{' || {_members(expr, duck_type)} || '}}' END"
-    if kind in ("double", "float"):
-        # NaN and infinities have no JSON form: they are dropped like nulls.
+    if kind in _FLOATS:
         return f"to_json(CASE WHEN isfinite({expr}) THEN {expr} END)"
     if kind == "map":
-        return f"CASE WHEN {expr} IS NOT NULL THEN '{{' || {_map_members(expr)} || '}}' END"
+        members = _map_members(expr, duck_type)
+        return f"CASE WHEN {expr} IS NOT NULL THEN '{{' || {members} || '}}' END"
+    if kind == "list" and _children(duck_type)[0][1].id in _FLOATS:
+        return f"to_json(list_transform({expr}, lambda x: CASE WHEN isfinite(x) THEN x END))"
     return f"to_json({expr})"
 
 
@@ -105,8 +118,12 @@ def _members(expr: str, struct_type: DuckType) -> str:
     return f"concat_ws(',', {', '.join(parts)})" if parts else "''"
 
 
-def _map_members(expr: str) -> str:
-    entries = f"list_filter(map_entries({expr}), lambda e: e.value IS NOT NULL)"
+def _map_members(expr: str, map_type: DuckType) -> str:
+    value_type = dict(_children(map_type))["value"]
+    kept = "e.value IS NOT NULL"
+    if value_type.id in _FLOATS:
+        kept = "isfinite(e.value)"
+    entries = f"list_filter(map_entries({expr}), lambda e: {kept})"
     return (
         f"array_to_string(list_transform({entries}, "
         f"lambda e: to_json(e.key::VARCHAR) || ':' || to_json(e.value)), ',')"
@@ -117,7 +134,8 @@ def _json_text_members(expr: str) -> str:
     """Members of a JSON-object string, null values dropped."""
     entries = (
         f"list_filter(map_entries(json_transform({expr}, '\"MAP(VARCHAR, JSON)\"')), "
-        "lambda e: e.value IS NOT NULL AND e.value::VARCHAR <> 'null')"
+        "lambda e: e.value IS NOT NULL AND lower(e.value::VARCHAR) NOT IN "
+        f"('null', {_NON_FINITE_JSON}))"
     )
     pairs = f"list_transform({entries}, lambda e: to_json(e.key) || ':' || e.value)"
     return f"array_to_string({pairs}, ',')"
@@ -132,7 +150,7 @@ def _props(columns: dict[str, DuckType], extra_columns: Sequence[str]) -> str:
         if kind == "struct":
             inner = _members("props", props_type)
         elif kind == "map":
-            inner = _map_members("props")
+            inner = _map_members("props", props_type)
         elif kind in ("varchar", "json"):
             inner = _json_text_members("props")
         else:
@@ -173,6 +191,58 @@ def element_sql(columns: dict[str, DuckType], payload: PayloadConfig) -> str:
     closing = sql_string("}" + custom + "}")
     opening = sql_string('{"sendTime":' + SEND_TIME_PLACEHOLDER + ',"contact":{')
     return f"""{opening} || concat_ws(',', {", ".join(parts)}) || {closing}"""
+
+
+@dataclass(frozen=True, slots=True)
+class NonFiniteCheck:
+    """An aggregate counting the NaN or infinite values of one sent column (``label``, as
+    the receiver sees it: ``props.score``) and what the renderer does with them."""
+
+    label: str
+    count_sql: str
+    fate: str  # "left out" or "sent as null"
+
+
+def non_finite_checks(columns: dict[str, DuckType], payload: PayloadConfig) -> list[NonFiniteCheck]:
+    """One check per sent place that can hold a NaN or infinity: float columns (preset, or
+    extra ones sent inside ``props``), struct fields, float map values, float lists and
+    JSON-text props. Empty when nothing sent can be non-finite, so there is nothing to scan."""
+    if not payload.contact:
+        return []  # only the integer id is sent
+    checks: list[NonFiniteCheck] = []
+    for name, duck_type in columns.items():
+        if name in ("id", "identities"):
+            continue
+        label = name if name in PRESET_ATTRIBUTES else f"props.{name}"
+        if name == "props" and duck_type.id in ("varchar", "json"):
+            entries = "map_values(json_transform(props, '\"MAP(VARCHAR, JSON)\"'))"
+            bad = f"lambda v: lower(v::VARCHAR) IN ({_NON_FINITE_JSON})"
+            # Parsing every row's JSON costs ~1.2 s a million rows; a text search skips most.
+            maybe = "(props ILIKE '%nan%' OR props ILIKE '%inf%')"
+            count = f"sum(CASE WHEN {maybe} THEN len(list_filter({entries}, {bad})) END)"
+            checks.append(NonFiniteCheck("props", count, "left out"))
+        else:
+            _float_checks(sql_identifier(name), duck_type, label, checks)
+    return checks
+
+
+def _float_checks(expr: str, duck_type: DuckType, label: str, out: list[NonFiniteCheck]) -> None:
+    kind = duck_type.id
+    if kind in _FLOATS:
+        out.append(
+            NonFiniteCheck(label, f"count(*) FILTER (WHERE NOT isfinite({expr}))", "left out")
+        )
+    elif kind == "struct":
+        for name, child in _children(duck_type):
+            _float_checks(f"{expr}.{sql_identifier(name)}", child, f"{label}.{name}", out)
+    elif kind in ("map", "list"):
+        element = dict(_children(duck_type)).get("value" if kind == "map" else "child")
+        if element is not None and element.id in _FLOATS:
+            values = f"map_values({expr})" if kind == "map" else expr
+            count = f"sum(len(list_filter({values}, lambda v: NOT isfinite(v))))"
+            out.append(
+                NonFiniteCheck(label, count, "left out" if kind == "map" else "sent as null")
+            )
 
 
 def assemble_body(elements: pa.Array | pa.ChunkedArray | Iterable[str], sent_at_ms: int) -> bytes:

@@ -12,12 +12,11 @@ under a memory limit, spilling to a temp folder: memory stays flat as the audien
 from __future__ import annotations
 
 import glob
-import itertools
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import duckdb
@@ -25,12 +24,28 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
+from hookcast.actors.batch_stream import Buckets, group_batches, in_frozen_order, pack_chunks
 from hookcast.actors.errors import AudienceError
-from hookcast.actors.render import ELEMENT_COLUMN, DuckType, PayloadConfig, element_sql, sql_string
-from hookcast.actors.sources import find_files, is_remote, open_dataset
+from hookcast.actors.render import (
+    ELEMENT_COLUMN,
+    DuckType,
+    NonFiniteCheck,
+    PayloadConfig,
+    element_sql,
+    non_finite_checks,
+    sql_string,
+)
+from hookcast.actors.sources import (
+    find_files,
+    is_remote,
+    open_dataset,
+    remote_schemas,
+    type_disagreement,
+)
+from hookcast.actors.urls import has_scheme
 
-_REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _GLOB = re.compile(r"[*?\[]")
 _INTEGER_TYPES = {
     "bigint",
@@ -63,17 +78,23 @@ class SegmentConfig:
 
 @dataclass(frozen=True, slots=True)
 class AudienceInfo:
-    """What validation learned about the source."""
+    """What validation learned about the source.
+
+    ``non_finite`` holds (column as sent, count) for every sent column with NaN or infinite
+    values in the audience (the ``where`` segment, else the whole source), and ``warnings``
+    one sentence each for them, saying what the renderer does instead: JSON has no NaN."""
 
     files: int
     columns: tuple[str, ...]
+    non_finite: tuple[tuple[str, int], ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 def source_sql(source: str) -> str:
     """The DuckDB table function reading a local ``source`` (file, folder or glob).
 
     s3:// and gs:// sources are pyarrow datasets instead (see ``Segment._table``)."""
-    if not _REMOTE.match(source) and os.path.isdir(source):
+    if not has_scheme(source) and os.path.isdir(source):
         source = os.path.join(source, "**", "*.parquet")
     return f"read_parquet({sql_string(source)}, union_by_name = true)"
 
@@ -83,8 +104,14 @@ def count_source_files(source: str, key: str = "audience.source") -> int:
     none."""
     if is_remote(source):
         return len(find_files(key, source).files)
-    if _REMOTE.match(source):
+    if has_scheme(source):
         return 1
+    return len(local_files(source, key))
+
+
+def local_files(source: str, key: str = "audience.source") -> list[str]:
+    """The parquet files a local ``source`` (file, folder or glob) names, sorted; raises
+    AudienceError naming ``key`` when it names none."""
     if os.path.isdir(source):
         found = glob.glob(os.path.join(source, "**", "*.parquet"), recursive=True)
         if not found:
@@ -92,7 +119,7 @@ def count_source_files(source: str, key: str = "audience.source") -> int:
                 f"{key} {source} is a folder with no .parquet files in it: "
                 "point it at a parquet file, a folder of them, or a glob."
             )
-        return len(found)
+        return sorted(found)
     if _GLOB.search(source):
         found = glob.glob(source, recursive=True)
         if not found:
@@ -100,16 +127,38 @@ def count_source_files(source: str, key: str = "audience.source") -> int:
                 f"{key} {source} matches no file: check the pattern "
                 "(paths are relative to the job file)."
             )
-        return len(found)
+        return sorted(found)
     if not os.path.exists(source):
         raise AudienceError(
             f"{key} {source} does not exist: give a parquet file, a folder or a "
             "glob (paths are relative to the job file)."
         )
-    return 1
+    return [source]
+
+
+def file_schemas(source: str, key: str = "audience.source") -> list[tuple[str, pa.Schema]]:
+    """(file name, parquet schema) of each file ``source`` names, local or remote: footers
+    only. Names are relative to the files' common folder."""
+    if is_remote(source):
+        return remote_schemas(key, source)
+    files = local_files(source, key)
+    base = os.path.commonpath(files) if len(files) > 1 else os.path.dirname(files[0])
+    try:
+        return [(os.path.relpath(f, base), pq.read_schema(f)) for f in files]
+    except (OSError, pa.ArrowException) as exc:
+        raise AudienceError(f"{key} {source} cannot be read as parquet: {exc}") from exc
 
 
 _MISSING_COLUMN = re.compile(r'Referenced column "([^"]+)" not found')
+
+
+def _non_finite_warning(check: NonFiniteCheck, count: int) -> str:
+    values, they = ("1 value is", "it is") if count == 1 else (f"{count} values are", "they are")
+    like = " like nulls" if check.fate == "left out" else ""
+    return (
+        f"{check.label}: {values} NaN or infinite, which JSON cannot carry; "
+        f"{they} {check.fate}{like}."
+    )
 
 
 def _first_line(exc: Exception) -> str:
@@ -196,6 +245,14 @@ class Segment:
                 f"(columns: {names}): every contact needs a unique integer id."
             )
         if columns["id"].id not in _INTEGER_TYPES:
+            # Only now are the footers read one by one: the good path costs nothing.
+            disagreement = type_disagreement("id", file_schemas(self.config.source))
+            if disagreement:
+                raise AudienceError(
+                    f"audience.source {self.config.source}: {disagreement}: contact ids must "
+                    "be integers (int64) in every file; rewrite the odd files, or leave them "
+                    "out with a glob."
+                )
             raise AudienceError(
                 f"audience.source {self.config.source}: column `id` is {columns['id']}, "
                 "but contact ids must be integers (int64)."
@@ -223,9 +280,31 @@ class Segment:
         self._check(
             f"SELECT {element_sql(columns, self.config.payload)} FROM {self._source} LIMIT 0",
             f"the payload cannot be built from {self.config.source}",
-            "(see SPEC §2 for the column types hookcast understands)",
+            "(the README lists the column types hookcast understands)",
         )
-        return AudienceInfo(files=files, columns=tuple(columns))
+        counted = self._count_non_finite(non_finite_checks(columns, self.config.payload))
+        return AudienceInfo(
+            files=files,
+            columns=tuple(columns),
+            non_finite=tuple((check.label, n) for check, n in counted),
+            warnings=tuple(_non_finite_warning(check, n) for check, n in counted),
+        )
+
+    def _count_non_finite(self, checks: list[NonFiniteCheck]) -> list[tuple[NonFiniteCheck, int]]:
+        """The checks that found values, with their counts: one scan of the float columns
+        only (parquet reads no other column), none at all when no sent column is a float."""
+        if not checks:
+            return []
+        where = f" WHERE ({self.config.where})" if self.config.where is not None else ""
+        counts = ", ".join(f"coalesce({check.count_sql}, 0)" for check in checks)
+        try:
+            (row,) = self._con.sql(f"SELECT {counts} FROM {self._source}{where}").fetchall()
+        except duckdb.Error as exc:
+            raise AudienceError(
+                f"audience.source {self.config.source} cannot be scanned for NaN and infinite "
+                f"values: {_first_line(exc)}"
+            ) from exc
+        return [(check, int(n)) for check, n in zip(checks, row, strict=True) if n]
 
     def _check(self, sql: str, what: str, hint: str) -> None:
         try:
@@ -286,11 +365,11 @@ class Segment:
             [np.arange(s * size, min((s + 1) * size, len(frozen))) for s in wanted]
         )
         wanted_ids = frozen.to_numpy(zero_copy_only=False)[positions]
-        with _Buckets(self._temp_dir, wanted_ids, self.config.bucket_rows) as buckets:
+        with Buckets(self._temp_dir, wanted_ids, self.config.bucket_rows) as buckets:
             for chunk in self._candidates(wanted_ids):
                 buckets.add(chunk)
             ordered = (
-                _in_frozen_order(table, wanted_ids[lo:hi], positions[lo:hi], size)
+                in_frozen_order(table, wanted_ids[lo:hi], positions[lo:hi], size)
                 for table, lo, hi in buckets.drain()
             )
             yield from pack_chunks(group_batches(ordered, wanted), wanted, chunk_batches)
@@ -321,122 +400,3 @@ class Segment:
             ).to_arrow_reader(64 * 1024)
         finally:
             con.close()
-
-
-def _in_frozen_order(
-    table: pa.Table, ids: np.ndarray, positions: np.ndarray, batch_size: int
-) -> pa.RecordBatch:
-    """The bucket's rows that are frozen contacts, ordered by frozen position, with ``seq``."""
-    slot = pc.index_in(table.column("id"), value_set=pa.array(ids)).to_numpy(zero_copy_only=False)
-    member = np.flatnonzero(~np.isnan(slot))  # rows not in the frozen slice: gone or new
-    slots = slot[member].astype(np.int64)
-    order = np.argsort(slots, kind="stable")
-    rows = table.take(pa.array(member[order])).combine_chunks()
-    seq = pa.array(positions[slots[order]] // batch_size, pa.int64())
-    return pa.RecordBatch.from_arrays(
-        [seq, rows.column("id").chunk(0), rows.column(ELEMENT_COLUMN).chunk(0)]
-        if rows.num_rows
-        else [seq, pa.array([], pa.int64()), pa.array([], pa.string())],
-        names=["seq", "id", ELEMENT_COLUMN],
-    )
-
-
-class _Buckets:
-    """Spill files, one per run of ``bucket_rows`` consecutive wanted contacts."""
-
-    def __init__(self, temp_dir: str, wanted_ids: np.ndarray, bucket_rows: int) -> None:
-        self._dir = tempfile.mkdtemp(prefix="stream-", dir=temp_dir)
-        self._ids = wanted_ids
-        self._bucket_rows = bucket_rows
-        self._edges = wanted_ids[::bucket_rows]  # first id of each bucket
-        self._writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
-
-    def __enter__(self) -> _Buckets:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for writer in self._writers.values():
-            writer.close()
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-    def _path(self, bucket: int) -> str:
-        return os.path.join(self._dir, f"{bucket:06d}.arrow")
-
-    def add(self, chunk: pa.RecordBatch) -> None:
-        ids = chunk.column("id").to_numpy(zero_copy_only=False)
-        bucket = np.searchsorted(self._edges, ids, side="right") - 1
-        bucket[ids > self._ids[-1]] = -1
-        order = np.argsort(bucket, kind="stable")
-        sorted_buckets = bucket[order]
-        rows = chunk.take(pa.array(order))
-        cuts = np.flatnonzero(np.diff(sorted_buckets)) + 1
-        for start, end in itertools.pairwise([0, *cuts.tolist(), len(order)]):
-            b = int(sorted_buckets[start])
-            if b < 0:
-                continue
-            writer = self._writers.get(b)
-            if writer is None:
-                writer = pa.ipc.new_stream(self._path(b), chunk.schema)
-                self._writers[b] = writer
-            writer.write_batch(rows.slice(start, end - start))
-
-    def drain(self) -> Iterator[tuple[pa.Table, int, int]]:
-        """Each bucket's rows with the slice of wanted contacts it covers, in order."""
-        for b in range(len(self._edges)):
-            lo, hi = b * self._bucket_rows, min((b + 1) * self._bucket_rows, len(self._ids))
-            writer = self._writers.pop(b, None)
-            if writer is None:
-                yield _BATCH_SCHEMA.empty_table(), lo, hi
-                continue
-            writer.close()
-            with pa.memory_map(self._path(b)) as source:
-                table = pa.ipc.open_stream(source).read_all()
-            os.remove(self._path(b))
-            yield table, lo, hi
-
-
-_BATCH_SCHEMA = pa.schema([("id", pa.int64()), (ELEMENT_COLUMN, pa.string())])
-
-
-def group_batches(chunks: Iterable[pa.RecordBatch], wanted: Sequence[int]) -> Iterator[pa.Table]:
-    """Regroup a ``seq``-ordered stream of chunks into one table per wanted seq, in order.
-
-    Every chunk row's seq must be in ``wanted`` (sorted); a seq with no rows yields an empty
-    table."""
-    remaining = iter(wanted)
-    current = next(remaining, None)
-    pending: list[pa.RecordBatch] = []
-    for chunk in chunks:
-        seqs = chunk.column("seq")
-        n = len(seqs)
-        if n == 0:
-            continue
-        changes = pc.indices_nonzero(pc.not_equal(seqs.slice(1), seqs.slice(0, n - 1)))
-        cuts = [0, *(i + 1 for i in changes.to_pylist()), n]
-        rows = chunk.select(["id", ELEMENT_COLUMN])
-        for start, end in itertools.pairwise(cuts):
-            seq = seqs[start].as_py()
-            while current is not None and current < seq:
-                yield pa.Table.from_batches(pending, _BATCH_SCHEMA)
-                pending, current = [], next(remaining, None)
-            pending.append(rows.slice(start, end - start))
-    while current is not None:
-        yield pa.Table.from_batches(pending, _BATCH_SCHEMA)
-        pending, current = [], next(remaining, None)
-
-
-def pack_chunks(
-    batches: Iterable[pa.Table], wanted: Sequence[int], per_chunk: int
-) -> Iterator[pa.Table]:
-    """Concatenate ``per_chunk`` consecutive batches (with their ``seq``) into one table:
-    fewer, larger objects through Ray, whose per-object cost dwarfs a batch's own."""
-    group: list[pa.Table] = []
-    for seq, batch in zip(wanted, batches, strict=True):
-        seq_column = pa.array(np.full(batch.num_rows, seq, dtype=np.int64))
-        group.append(batch.add_column(0, "seq", seq_column))
-        if len(group) == per_chunk:
-            # Zero-copy: Ray's serializer sends only the sliced part of each buffer.
-            yield pa.concat_tables(group)
-            group = []
-    if group:
-        yield pa.concat_tables(group)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -70,11 +70,27 @@ class SenderConfig:
 
 
 class Sender:
-    """Delivers batches to one endpoint over one keep-alive connection pool."""
+    """Delivers batches to one endpoint over one keep-alive connection pool.
 
-    def __init__(self, config: SenderConfig, tokens=None) -> None:
+    ``tokens`` is an ``actors.auth.service.TokenClient`` (anything with its async
+    ``tokens`` and ``refused``) when wildcards are used; ``transport`` replaces httpx's
+    network transport (``httpx.MockTransport`` in tests); ``wall`` (epoch s) and ``sleep``
+    are the clock a rate-limit slot is waited for on."""
+
+    def __init__(
+        self,
+        config: SenderConfig,
+        tokens=None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        wall: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.config = config
-        self._tokens = tokens  # an actors.token.TokenClient when wildcards are used
+        self._tokens = tokens
+        self._transport = transport
+        self._wall = wall
+        self._sleep = sleep
         self._client: httpx.AsyncClient | None = None
         self._headers = [(n, parse_template(v, f"webhook.headers.{n}")) for n, v in config.headers]
         self._query = [(n, parse_template(v, f"webhook.query.{n}")) for n, v in config.query]
@@ -96,14 +112,17 @@ class Sender:
                 max_keepalive_connections=self.config.max_connections,
             )
             self._client = httpx.AsyncClient(
-                timeout=self.config.timeout_s, limits=limits, follow_redirects=False
+                timeout=self.config.timeout_s,
+                limits=limits,
+                follow_redirects=False,
+                transport=self._transport,
             )
         return self._client
 
     async def _current_tokens(self) -> dict[str, Token]:
         if not self._auths:
             return {}
-        return await self._tokens.tokens(self._auths, self._keys, time.time())
+        return await self._tokens.tokens(self._auths, self._keys, self._wall())
 
     def request_for(self, key: str, tokens: Mapping[str, Token]) -> PreparedRequest:
         """The method, URL (the webhook's own query kept, ``webhook.query`` merged in) and
@@ -163,7 +182,7 @@ class Sender:
                 error="none of its contacts are in the source any more",
             )
         if order.send_at is not None:
-            wait = order.send_at - time.time()
+            wait = order.send_at - self._wall()
             if wait < -LATE_S:
                 return AttemptResult(
                     order.seq,
@@ -175,7 +194,7 @@ class Sender:
                     0,
                     error="reached its sender after its slot",
                 )
-            await asyncio.sleep(max(0.0, wait))
+            await self._sleep(max(0.0, wait))
         body = assemble_body(elements, order.sent_at_ms)
         try:
             tokens = await self._current_tokens()
@@ -220,7 +239,7 @@ class Sender:
                 if not 200 <= status < 300:
                     excerpt = head[:RESPONSE_EXCERPT_BYTES].decode("utf-8", "replace")
                     retry_after = parse_retry_after(
-                        response.headers.get("retry-after"), time.time()
+                        response.headers.get("retry-after"), self._wall()
                     )
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

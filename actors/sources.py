@@ -279,35 +279,95 @@ def open_dataset(key: str, url: str, env: Mapping[str, str] | None = None) -> ds
     Its schema unifies the files' schemas, so a folder whose files differ in columns reads
     like ``read_parquet(..., union_by_name = true)``: missing columns are null and numeric
     types widen. Reading the footers here checks every file before anything is sent, and
-    the fragments keep them, so the scans do not read them again."""
+    the fragments keep them, so the scans do not read them again. Files whose types cannot
+    be unified are named, with both types."""
     env = os.environ if env is None else env
     remote = find_files(key, url, env)
     parquet = ds.ParquetFileFormat()
-    fragments = [
+    fragments = _fragments(remote, parquet)
+    schemas = _footer_schemas(key, url, remote, fragments, env)
+    try:
+        schema = pa.unify_schemas([s for _, s in schemas], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        detail = first_disagreement(schemas) or short_reason(exc, env)
+        raise AudienceError(
+            f"{key} {url} cannot be read: its files' columns do not agree: {detail}: "
+            "every file must give a column the same type (rewrite the odd files, or leave "
+            "them out with a glob)."
+        ) from exc
+    row_groups = [part for fragment in fragments for part in fragment.split_by_row_group()]
+    return _RowGroupDataset(row_groups, schema, parquet, remote.filesystem)
+
+
+def remote_schemas(
+    key: str, url: str, env: Mapping[str, str] | None = None
+) -> list[tuple[str, pa.Schema]]:
+    """(file name relative to ``url``, footer schema) of every file ``url`` names."""
+    env = os.environ if env is None else env
+    remote = find_files(key, url, env)
+    fragments = _fragments(remote, ds.ParquetFileFormat())
+    return _footer_schemas(key, url, remote, fragments, env)
+
+
+def _fragments(remote: RemoteFiles, parquet: ds.ParquetFileFormat) -> list[ds.FileFragment]:
+    return [
         parquet.make_fragment(info.path, remote.filesystem, file_size=info.size)
         for info in remote.files
     ]
 
-    def footer_schema(fragment: ds.FileFragment) -> pa.Schema:
+
+def _footer_schemas(
+    key: str,
+    url: str,
+    remote: RemoteFiles,
+    fragments: Sequence[ds.FileFragment],
+    env: Mapping[str, str],
+) -> list[tuple[str, pa.Schema]]:
+    base = remote.location.path
+
+    def footer_schema(fragment: ds.FileFragment) -> tuple[str, pa.Schema]:
+        name = fragment.path[len(base) :].strip("/") or fragment.path.rsplit("/", 1)[-1]
         try:
-            return fragment.physical_schema
+            return name, fragment.physical_schema
         except (OSError, pa.ArrowException) as exc:
-            name = f"{remote.location.scheme}://{fragment.path}"
-            which = "" if fragment.path == remote.location.path else f"{name}: "
+            full = f"{remote.location.scheme}://{fragment.path}"
+            which = "" if fragment.path == base else f"{full}: "
             raise AudienceError(
                 f"{key} {url} cannot be read: {which}{short_reason(exc, env)}"
             ) from exc
 
     with ThreadPoolExecutor(min(_SCHEMA_READERS, len(fragments))) as pool:
-        schemas = list(pool.map(footer_schema, fragments))
-    try:
-        schema = pa.unify_schemas(schemas, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise AudienceError(
-            f"{key} {url} cannot be read: its files' columns do not agree: {short_reason(exc, env)}"
-        ) from exc
-    row_groups = [part for fragment in fragments for part in fragment.split_by_row_group()]
-    return _RowGroupDataset(row_groups, schema, parquet, remote.filesystem)
+        return list(pool.map(footer_schema, fragments))
+
+
+def first_disagreement(schemas: Sequence[tuple[str, pa.Schema]]) -> str | None:
+    """``type_disagreement`` of the first column (in file order) the files disagree on."""
+    columns = dict.fromkeys(n for _, schema in schemas for n in schema.names)
+    return next(filter(None, (type_disagreement(c, schemas) for c in columns)), None)
+
+
+def type_disagreement(column: str, schemas: Sequence[tuple[str, pa.Schema]]) -> str | None:
+    """How the files disagree on ``column``'s type, naming a file for each type, e.g.
+    ``id is int64 in part-0.parquet (7 files) but string in part-7.parquet (1 file)``;
+    None when every file that has the column gives it one type."""
+    first_file: dict[str, str] = {}
+    files: dict[str, int] = {}
+    for name, schema in schemas:
+        index = schema.get_field_index(column)
+        if index < 0:
+            continue
+        kind = str(schema.field(index).type)
+        first_file.setdefault(kind, name)
+        files[kind] = files.get(kind, 0) + 1
+    if len(files) < 2:
+        return None
+    # The most common type first: the odd files are the ones to look at.
+    kinds = sorted(files, key=lambda k: -files[k])
+    shown = [
+        f"{kind} in {first_file[kind]} ({files[kind]} file{'s' if files[kind] > 1 else ''})"
+        for kind in kinds
+    ]
+    return f"{column} is {shown[0]} but " + ", ".join(shown[1:])
 
 
 class _RowGroupDataset(ds.FileSystemDataset):

@@ -1,6 +1,6 @@
 """The plain baseline hookcast is measured against: one process, one event loop, no DuckDB.
 
-pyarrow reads the parquet in record batches, ``to_pylist()`` turns rows into dicts, the SPEC §3
+pyarrow reads the parquet in record batches, ``to_pylist()`` turns rows into dicts, the README's
 payload rules are applied in Python, orjson packs each batch into a JSON list, and one
 ``httpx.AsyncClient`` keeps ``concurrency`` POSTs in flight over keep-alive connections.
 It is the yardstick, so it is written the way a careful engineer would write it by hand.
@@ -24,7 +24,7 @@ import httpx
 import orjson
 import pyarrow.dataset as ds
 
-# The seed's preset attributes (SPEC §2), shared with hookcast's renderer: the baseline
+# The seed's preset attributes, shared with hookcast's renderer: the baseline
 # differs in how it builds the JSON, not in what it sends.
 from hookcast.actors.render import PRESET_ATTRIBUTES
 
@@ -65,7 +65,7 @@ def _props(value: Any) -> dict[str, Any]:
 def contact_of(
     row: dict[str, Any], custom_columns: Sequence[str], identity_types: frozenset[str]
 ) -> dict[str, Any]:
-    """One row as the element's ``contact`` (SPEC §3)."""
+    """One row as the element's ``contact``."""
     contact = {k: v for k, v in row.items() if v is not None}
     props = _props(contact.pop("props", None))
     for name in custom_columns:

@@ -57,6 +57,10 @@ def error(message: str) -> None:
     errors.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
 
 
+def warning(message: str) -> None:
+    errors.print(Text("warning: ", style="bold yellow") + Text(message), soft_wrap=True)
+
+
 def _when(epoch_s: float | None) -> str:
     return "" if not epoch_s else datetime.fromtimestamp(epoch_s).strftime("%Y-%m-%d %H:%M:%S")
 

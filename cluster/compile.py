@@ -12,12 +12,13 @@ import orjson
 
 from hookcast.actors.auth import AuthorizationConfig
 from hookcast.actors.delivery import RetryPolicy
+from hookcast.actors.errors import JobError
 from hookcast.actors.redact import redact
 from hookcast.actors.render import PayloadConfig
 from hookcast.actors.segment import SegmentConfig
 from hookcast.actors.sender import SenderConfig
 from hookcast.actors.trigger import Schedule, require_fires
-from hookcast.actors.urls import display_url
+from hookcast.actors.urls import display_url, http_url_problem
 from hookcast.cluster.coordinator import DeliverySettings
 from hookcast.cluster.job import AuthorizationSpec, LoadedJob
 
@@ -37,7 +38,11 @@ class RunPlan:
 
 
 def compile_job(job: LoadedJob, *, url: str | None = None) -> RunPlan:
-    """The run plan of ``job``; ``url`` replaces the webhook URL (replay to staging)."""
+    """The run plan of ``job``; ``url`` replaces the webhook URL (replay to staging) and is
+    checked as the job's own URL is (raises JobError naming ``--url``)."""
+    if url is not None and (problem := http_url_problem(url)) is not None:
+        message = f"--url {problem}"
+        raise JobError(message, (("--url", message),))
     sender = sender_config(job, url=url)
     return RunPlan(
         segment=segment_config(job),

@@ -13,10 +13,13 @@ from ray._private import ray_constants
 from ray._private.node import Node
 
 from hookcast.actors.errors import ClusterError
+from hookcast.cluster import watchdog
 
 logger = logging.getLogger(__name__)
 
 NAMESPACE = "hookcast"
+# The watchdog over this process's embedded Ray (see cluster/watchdog.py), while it runs.
+_watchdog: watchdog.Handle | None = None
 
 
 def connect(
@@ -31,7 +34,11 @@ def connect(
     """Join the Ray cluster at ``address``, or start an embedded one bound to 127.0.0.1
     (with Ray's dashboard, on loopback too, when ``dashboard``).
 
+    An embedded Ray never outlives this process by more than a few seconds, even when it is
+    killed: a watchdog process ends it (``cluster/watchdog.py``).
+
     Returns a short description of where we are. Idempotent within a process."""
+    global _watchdog
     if ray.is_initialized():
         return "ray (already connected)"
     # No usage telemetry leaves this machine unless the user asks for it.
@@ -58,9 +65,10 @@ def connect(
         if dashboard and context.dashboard_url:
             return f"Ray cluster at {address}, dashboard at http://{context.dashboard_url}"
         return f"Ray cluster at {address}"
-    # Embedded: loopback only, so nothing outside this machine can reach it (RAY-NOTES).
+    # Embedded: loopback only, so nothing outside this machine can reach it (NOTES.md, on Ray).
     ray_constants.ENABLE_RAY_CLUSTER = False
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    children_before = watchdog.child_pids()
     with _lean_embedded_head(dashboard=dashboard, driver_logs=verbose):
         context = ray.init(
             address="local",
@@ -71,6 +79,7 @@ def connect(
             _metrics_export_port=metrics_port,
             **quiet,
         )
+    _watchdog = watchdog.start(watchdog.new_children(children_before))
     if dashboard and context.dashboard_url:
         return f"embedded local Ray, dashboard at http://{context.dashboard_url}"
     return "embedded local Ray (127.0.0.1)"
@@ -138,5 +147,11 @@ def default_senders() -> int:
 
 
 def disconnect() -> None:
+    """Leave the cluster; an embedded Ray is shut down, and its watchdog ends anything of
+    it still running."""
+    global _watchdog
     if ray.is_initialized():
         ray.shutdown()
+    if _watchdog is not None:
+        _watchdog.release()
+        _watchdog = None

@@ -3,8 +3,9 @@ and writes each outcome to the ledger.
 
 It is the only place that sees the whole pool, so the endpoint's limits are kept here:
 ``max_in_flight`` requests at once and ``requests_per_second`` across all senders, retries
-included, and a 429 pauses the pool, not one sender. Batches stream from the segment actor
-straight to the senders through the object store; this process holds only their references.
+included, and a 429 pauses the pool, not one sender. It talks to the senders only through a
+``cluster.pool.SenderPool`` and reads time only from its ``Clock``: everything it decides
+can be tested without Ray, on a fake clock. No Ray import here.
 """
 
 from __future__ import annotations
@@ -18,22 +19,32 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-
-import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+from typing import TYPE_CHECKING
 
 from hookcast.actors.delivery import AttemptResult, Outcome, RetryPolicy
-from hookcast.actors.errors import RunAbortedError, last_line
+from hookcast.actors.errors import RunAbortedError
 from hookcast.actors.ratelimit import RateLimiter
-from hookcast.actors.render import send_time_ms
 from hookcast.actors.sender import BatchOrder
 from hookcast.cluster.ledger import UNFINISHED, BatchStatus, BatchUpdate, Ledger, RunStatus
-from hookcast.cluster.metrics import RunMetrics
+from hookcast.cluster.pool import Answered, Call, Chunk, ChunkFailed, SenderLost, SenderPool
+
+if TYPE_CHECKING:
+    from hookcast.cluster.metrics import RunMetrics
 
 logger = logging.getLogger(__name__)
 
-_SENDER_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
 _SENT = frozenset({Outcome.DELIVERED, Outcome.RETRY, Outcome.DEAD, Outcome.GONE})
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """Where the coordinator's time comes from: ``monotonic`` for limits and retries,
+    ``wall`` (epoch s) for rate-limit slots handed to senders and ``sendTime``, ``sleep``
+    while nothing is in flight."""
+
+    monotonic: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +77,7 @@ class Progress:
 
 @dataclass(frozen=True, slots=True)
 class RunSummary:
-    """The ``--json`` summary of a run (SPEC §5)."""
+    """The ``--json`` summary of a run."""
 
     run_id: str
     job: str
@@ -92,79 +103,43 @@ class RunSummary:
 class _Attempt:
     seq: int
     key: str
-    chunk: ray.ObjectRef  # the segment's chunk holding this batch
+    chunk: Chunk  # the segment's chunk holding this batch
     attempt: int
     sender: int  # a chunk goes to one sender, unless that sender is lost
     sent_at_ms: int | None = None  # the batch's sendTime, fixed at its first attempt
     send_at: float | None = None  # epoch s of its rate-limit slot
 
 
-class ChunkStream:
-    """The segment's chunks for a run, pulled one actor call each, ``window`` ahead.
-
-    A pull, not a streaming generator, because Ray Client (``--address ray://``) cannot carry
-    streaming generators (measured: same speed here). Calls to one actor run in order, so
-    the stream is opened before the first pull; the segment yields exactly one chunk per
-    ``per_call`` wanted batches, so the number of pulls is known. The chunks stay in the
-    object store: this process holds only their references."""
-
-    def __init__(
-        self,
-        segment: ray.actor.ActorHandle,
-        frozen: ray.ObjectRef,
-        seqs: Sequence[int],
-        per_call: int,
-        window: int,
-    ) -> None:
-        self._segment = segment
-        self._left = -(-len(seqs) // per_call)  # pulls not yet made
-        self._pending: collections.deque[ray.ObjectRef] = collections.deque()
-        if self._left:
-            segment.open_stream.remote(frozen, list(seqs), per_call)
-        for _ in range(min(window, self._left)):
-            self._pull()
-
-    def _pull(self) -> None:
-        self._pending.append(self._segment.next_chunk.remote())
-        self._left -= 1
-
-    def next_ready(self) -> bool:
-        return bool(self._pending) and bool(ray.wait([self._pending[0]], timeout=0)[0])
-
-    def is_finished(self) -> bool:
-        return not self._pending and not self._left
-
-    def __next__(self) -> ray.ObjectRef:
-        ref = self._pending.popleft()
-        if self._left:
-            self._pull()
-        return ref
-
-
 class Coordinator:
-    """Delivers the wanted batches of one run; call ``run()`` once.
+    """Delivers the wanted batches of one run through ``pool``; call ``run()`` once.
 
-    Without a request rate, batches travel ``chunk_batches`` to a Ray call (a call costs
-    ~2.5 ms of CPU across driver, segment and sender, more than a batch's own work); with a
-    rate, every request is its own call, released by the rate limiter."""
+    Without a request rate, batches travel ``chunk_batches`` to a sender call (a Ray call
+    costs ~2.5 ms of CPU across driver, segment and sender, more than a batch's own work);
+    with a rate, every request is its own call, released by the rate limiter.
+
+    Guarantees: a batch is SENDING in the ledger before its request leaves; a retry keeps
+    its key and ``sendTime``; requests handed back unsent (LATE, NO_TOKEN) use no attempt
+    and are not counted as requests. ``stop`` sends nothing new and waits for the answers
+    in flight; ``stop_now`` returns at once, leaving the batches in flight SENDING (resume
+    sends them again with their keys)."""
 
     def __init__(
         self,
         *,
         run_id: str,
         ledger: Ledger,
-        segment: ray.actor.ActorHandle,
-        senders: Sequence[ray.actor.ActorHandle],
-        frozen: ray.ObjectRef,
+        pool: SenderPool,
         seqs: Sequence[int],
         keys: dict[int, str],
         settings: DeliverySettings,
         progress: Progress,
         on_progress: Callable[[Progress], None] | None = None,
         stop: threading.Event | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        stop_now: threading.Event | None = None,
+        clock: Clock = Clock(),
         metrics: RunMetrics | None = None,
         attempts_before: dict[int, int] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.run_id = run_id
         # Attempts a batch had in earlier sessions of this run (resume, replay): the ledger
@@ -172,23 +147,22 @@ class Coordinator:
         self.attempts_before = attempts_before or {}
         self.metrics = metrics
         self.ledger = ledger
-        self.segment = segment
-        self.senders = list(senders)
-        self.frozen = frozen
+        self.pool = pool
         self.seqs = sorted(seqs)
         self.keys = keys
         self.settings = settings
         self.progress = progress
         self.on_progress = on_progress or (lambda _: None)
         self.stop = stop or threading.Event()
+        self.stop_now = stop_now or threading.Event()
         self.clock = clock
-        self.limiter = RateLimiter(settings.requests_per_second, clock=clock)
+        self.limiter = RateLimiter(settings.requests_per_second, clock=clock.monotonic)
         self.per_call = 1 if settings.requests_per_second else settings.chunk_batches
         self.per_call = max(1, min(self.per_call, settings.max_in_flight))
         # With a rate, requests leave early and wait at their sender for their slot.
         self.lead_s = settings.slot_lead_s if settings.requests_per_second else 0.0
-        self.rng = random.Random()
-        self.in_flight: dict[ray.ObjectRef, list[_Attempt]] = {}
+        self.rng = rng or random.Random()
+        self.in_flight: dict[Call, list[_Attempt]] = {}
         self.in_flight_batches = 0
         self.ready: collections.deque[_Attempt] = collections.deque()  # fetched, not sent
         self.retries: list[tuple[float, int, _Attempt]] = []  # (due, seq, attempt) heap
@@ -202,15 +176,10 @@ class Coordinator:
 
     def run(self) -> RunStatus:
         """Deliver until every wanted batch has an outcome, or the run is stopped."""
-        stream = ChunkStream(
-            self.segment,
-            self.frozen,
-            self.seqs,
-            self.per_call,
-            window=max(2, self.settings.prefetch_batches // self.per_call),
-        )
+        window = max(2, self.settings.prefetch_batches // self.per_call)
+        stream = self.pool.chunks(self.seqs, self.per_call, window)
         stream_done = not self.seqs
-        while True:
+        while not self.stop_now.is_set():
             stopping = self.stop.is_set() or self.gone is not None or self.aborted is not None
             wait_s = self.settings.poll_s
             to_send: list[_Attempt] = []
@@ -236,7 +205,7 @@ class Coordinator:
                     break
                 slot = self.limiter.take()
                 attempt.send_at = (
-                    time.time() + (slot - self.clock())
+                    self.clock.wall() + (slot - self.clock.monotonic())
                     if self.settings.requests_per_second
                     else None
                 )
@@ -245,28 +214,31 @@ class Coordinator:
             idle = not self.ready and not self.retries and stream_done
             if not self.in_flight and (stopping or idle):
                 break
-            if self.retries:
-                wait_s = min(wait_s, max(0.0, self.retries[0][0] - self.clock()))
+            # A retry already due waits on what holds it back (a slot, an answer), not spinning.
+            due_in_s = self.retries[0][0] - self.clock.monotonic() if self.retries else 0.0
+            if due_in_s > 0:
+                wait_s = min(wait_s, due_in_s)
             self._collect(wait_s)
         self._flush()
         if self.aborted is not None:
             raise RunAbortedError(self.aborted)
-        if self.stop.is_set() and self.gone is None and self._unfinished():
+        stopped = self.stop.is_set() or self.stop_now.is_set()
+        if stopped and self.gone is None and self._unfinished():
             return RunStatus.INTERRUPTED
         if self.gone is not None:
             self._skip_rest(stream_done)
         self._flush()
         return RunStatus.SUCCEEDED if self._all_delivered() else RunStatus.FAILED
 
-    def _unpack(self, chunk: ray.ObjectRef) -> None:
+    def _unpack(self, chunk: Chunk) -> None:
         """A chunk from the segment holds the next ``per_call`` wanted batches."""
-        sender = self._next_sender % len(self.senders)
+        sender = self._next_sender % self.pool.size
         self._next_sender += 1
         for seq in itertools.islice(self._upcoming, self.per_call):
             self.ready.append(_Attempt(seq, self.keys[seq], chunk, 1, sender))
 
     def _due_retry(self) -> _Attempt | None:
-        if self.retries and self.retries[0][0] <= self.clock():
+        if self.retries and self.retries[0][0] <= self.clock.monotonic():
             return heapq.heappop(self.retries)[2]
         return None
 
@@ -277,57 +249,50 @@ class Coordinator:
             BatchUpdate(a.seq, BatchStatus.SENDING, self._in_ledger(a)) for a in attempts
         )
         self._flush()  # the ledger knows a batch is in flight before its request leaves
-        calls: dict[tuple[ray.ObjectRef, int], list[_Attempt]] = {}
+        calls: dict[tuple[int, int], list[_Attempt]] = {}  # (id of chunk, sender) -> group
         for attempt in attempts:
-            group = calls.setdefault((attempt.chunk, attempt.sender), [])
+            where = (id(attempt.chunk), attempt.sender)
+            group = calls.setdefault(where, [])
             group.append(attempt)
             if len(group) == self.per_call:
-                self._call(calls.pop((attempt.chunk, attempt.sender)))
+                self._call(calls.pop(where))
         for group in calls.values():
             self._call(group)
 
     def _call(self, group: list[_Attempt]) -> None:
-        now_ms = send_time_ms()
+        now_ms = int(self.clock.wall() * 1000)
         for attempt in group:
             attempt.sent_at_ms = attempt.sent_at_ms or now_ms
         orders = [BatchOrder(a.seq, a.key, a.attempt, a.sent_at_ms, a.send_at) for a in group]
-        sender = self.senders[group[0].sender]
-        ref = sender.deliver.remote(group[0].chunk, orders)
-        self.in_flight[ref] = group
+        call = self.pool.submit(group[0].sender, group[0].chunk, orders)
+        self.in_flight[call] = group
         self.in_flight_batches += len(group)
 
     def _collect(self, timeout_s: float) -> None:
         if not self.in_flight:
-            time.sleep(timeout_s)
+            self.clock.sleep(timeout_s)
             return
-        refs = list(self.in_flight)
-        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout_s)
-        if ready:
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-        for ref in ready:
-            group = self.in_flight.pop(ref)
+        for call, outcome in self.pool.collect(list(self.in_flight), timeout_s):
+            group = self.in_flight.pop(call)
             self.in_flight_batches -= len(group)
-            try:
-                results: list[AttemptResult] = ray.get(ref)
-            except _SENDER_LOST as exc:
+            if isinstance(outcome, SenderLost):
                 # The outcome is unknown: send again, same keys, through the next sender
                 # (this one may be gone for good, with its node).
                 logger.warning(
                     "sender lost during batches %s (%s); sending them again",
                     [a.seq for a in group],
-                    type(exc).__name__,
+                    outcome.error,
                 )
                 for attempt in group:
-                    attempt.sender = (attempt.sender + 1) % len(self.senders)
+                    attempt.sender = (attempt.sender + 1) % self.pool.size
                     self._schedule_retry(attempt, 0.0)
-                continue
-            except RayTaskError as exc:
-                self.aborted = f"batches {group[0].seq}.. could not be prepared: {last_line(exc)}"
-                continue
-            for attempt, result in zip(group, results, strict=True):
-                self._record(attempt, result)
-                if self.metrics:
-                    self.metrics.attempt(result, retry=attempt.attempt > 1)
+            elif isinstance(outcome, ChunkFailed):
+                self.aborted = f"batches {group[0].seq}.. could not be prepared: {outcome.error}"
+            elif isinstance(outcome, Answered):
+                for attempt, result in zip(group, outcome.results, strict=True):
+                    self._record(attempt, result)
+                    if self.metrics:
+                        self.metrics.attempt(result, retry=attempt.attempt > 1)
         self._flush()
         if self.metrics:
             self.metrics.set_queued(len(self.ready))
@@ -357,7 +322,7 @@ class Coordinator:
         elif outcome is Outcome.RETRY and attempt.attempt < self.settings.retry.max_attempts:
             delay = self.settings.retry.delay_s(attempt.attempt, result.retry_after_s, self.rng)
             if result.status == 429:
-                self.limiter.pause_until(self.clock() + delay)
+                self.limiter.pause_until(self.clock.monotonic() + delay)
             self._schedule_retry(attempt, delay)
         else:
             if outcome is Outcome.GONE:
@@ -396,7 +361,7 @@ class Coordinator:
         retry = _Attempt(
             attempt.seq, attempt.key, attempt.chunk, number, attempt.sender, attempt.sent_at_ms
         )
-        heapq.heappush(self.retries, (self.clock() + delay_s, attempt.seq, retry))
+        heapq.heappush(self.retries, (self.clock.monotonic() + delay_s, attempt.seq, retry))
 
     def _skip_rest(self, stream_done: bool) -> None:
         pending = [a.seq for _, _, a in self.retries] + [a.seq for a in self.ready]

@@ -11,11 +11,11 @@ Secrets never reach the ledger: it keeps the job file as written (``${ENV}`` une
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import re
 import socket
-import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -24,7 +24,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hookcast.actors.errors import LedgerError
+from hookcast.actors.errors import LedgerError, LedgerUnavailableError, RunNotFoundError
+from hookcast.cluster.ledger_sqlite import Transaction, open_database, translated
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -176,31 +177,24 @@ class Ledger:
 
     def __init__(self, state_dir: str | Path) -> None:
         self.state_dir = Path(state_dir).expanduser()
-        try:
-            self.state_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise LedgerError(
-                f"state dir {self.state_dir} cannot be created ({exc.strerror}): "
-                "pass --state-dir or set HOOKCAST_HOME to a writable folder."
-            ) from exc
         self.path = self.state_dir / "ledger.db"
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        self._db = open_database(self.state_dir, self.path, SCHEMA)
 
     def close(self) -> None:
-        self._db.close()
+        with translated(self.path, "closing it"):
+            self._db.close()
 
-    def _write(self, sql: str, rows: Iterable[Sequence] | None = None) -> None:
-        with self._transaction():
-            if rows is None:
-                self._db.execute(sql)
-            else:
-                self._db.executemany(sql, rows)
+    def _write(
+        self, sql: str, rows: Iterable[Sequence], doing: str, run_id: str | None = None
+    ) -> None:
+        with self._transaction(doing, run_id):
+            self._db.executemany(sql, rows)
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+    def _transaction(self, doing: str, run_id: str | None = None) -> Transaction:
+        return Transaction(self._db, self.path, doing, run_id)
+
+    def _read(self, doing: str) -> contextlib.AbstractContextManager[None]:
+        return translated(self.path, doing)
 
     # -- runs ----------------------------------------------------------------------------------
 
@@ -211,7 +205,7 @@ class Ledger:
         values["pid"] = values["pid"] or os.getpid()
         values["host"] = values["host"] or socket.gethostname()
         marks = ", ".join("?" for _ in _RUN_COLUMNS)
-        with self._transaction():
+        with self._transaction(f"recording run {run.run_id} and its planned batches"):
             self._db.execute(
                 f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({marks})",
                 [values[c] for c in _RUN_COLUMNS],
@@ -220,7 +214,7 @@ class Ledger:
 
     def claim_run(self, run_id: str) -> None:
         """Mark ``run_id`` as being sent by this process (a resume or a replay)."""
-        with self._transaction():
+        with self._transaction(f"claiming run {run_id} for this process"):
             self._db.execute(
                 "UPDATE runs SET status = ?, pid = ?, host = ?, finished_at = NULL "
                 "WHERE run_id = ?",
@@ -238,7 +232,7 @@ class Ledger:
     ) -> RunRecord:
         """Record the end of a run with its counts taken from its batches."""
         counts = self.batch_counts(run_id)
-        with self._transaction():
+        with self._transaction(f"recording the end of run {run_id}"):
             self._db.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, duration_s = ?, retries = ?, "
                 "note = ?, delivered_batches = ?, failed_batches = ?, skipped_batches = ?, "
@@ -260,20 +254,23 @@ class Ledger:
 
     def find_run(self, run_id: str) -> RunRecord | None:
         """The run with exactly this id, or None."""
-        row = self._db.execute(
-            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE run_id = ?", (run_id,)
-        ).fetchone()
+        with self._read(f"looking up run {run_id}"):
+            row = self._db.execute(
+                f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
         return None if row is None else self._shown(RunRecord(*row))
 
     def get_run(self, run_id: str) -> RunRecord:
-        """The run whose id is ``run_id`` or starts with it (unique prefix)."""
-        rows = self._db.execute(
-            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs "
-            "WHERE run_id = ? OR run_id LIKE ? ESCAPE '\\' ORDER BY run_id = ? DESC LIMIT 3",
-            (run_id, _like_prefix(run_id), run_id),
-        ).fetchall()
+        """The run whose id is ``run_id`` or starts with it (unique prefix); RunNotFoundError
+        if there is none."""
+        with self._read(f"looking up run {run_id}"):
+            rows = self._db.execute(
+                f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs "
+                "WHERE run_id = ? OR run_id LIKE ? ESCAPE '\\' ORDER BY run_id = ? DESC LIMIT 3",
+                (run_id, _like_prefix(run_id), run_id),
+            ).fetchall()
         if not rows:
-            raise LedgerError(
+            raise RunNotFoundError(
                 f"no run {run_id} in {self.path}: `hookcast runs` lists the runs kept there."
             )
         exact = rows[0][0] == run_id
@@ -286,10 +283,12 @@ class Ledger:
 
     def list_runs(self, limit: int = 50, job: str | None = None) -> list[RunRecord]:
         where, args = ("WHERE job = ?", [job]) if job else ("", [])
-        rows = self._db.execute(
-            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs {where} ORDER BY created_at DESC LIMIT ?",
-            [*args, limit],
-        ).fetchall()
+        with self._read("listing runs"):
+            rows = self._db.execute(
+                f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs {where} "
+                "ORDER BY created_at DESC LIMIT ?",
+                [*args, limit],
+            ).fetchall()
         return [self._shown(RunRecord(*row)) for row in rows]
 
     def _shown(self, run: RunRecord) -> RunRecord:
@@ -314,7 +313,9 @@ class Ledger:
     # -- batches -------------------------------------------------------------------------------
 
     def plan_batches(self, run_id: str, batches: Iterable[BatchRecord]) -> None:
-        self._write(_PLAN_SQL, _plan_rows(run_id, batches))
+        self._write(
+            _PLAN_SQL, _plan_rows(run_id, batches), f"planning run {run_id}'s batches", run_id
+        )
 
     def update_batches(self, run_id: str, updates: Sequence[BatchUpdate]) -> None:
         if not updates:
@@ -327,15 +328,18 @@ class Ledger:
                 (u.status, u.attempts, u.http_status, u.latency_ms, u.reason, now, run_id, u.seq)
                 for u in updates
             ),
+            f"recording run {run_id}'s batch outcomes",
+            run_id,
         )
 
     def batch_counts(self, run_id: str) -> dict[str, tuple[int, int]]:
         """status -> (batches, contacts)."""
-        rows = self._db.execute(
-            "SELECT status, count(*), coalesce(sum(contacts), 0) FROM batches "
-            "WHERE run_id = ? GROUP BY status",
-            (run_id,),
-        ).fetchall()
+        with self._read(f"counting run {run_id}'s batches"):
+            rows = self._db.execute(
+                "SELECT status, count(*), coalesce(sum(contacts), 0) FROM batches "
+                "WHERE run_id = ? GROUP BY status",
+                (run_id,),
+            ).fetchall()
         return {status: (n, contacts) for status, n, contacts in rows}
 
     def batches(self, run_id: str, statuses: Iterable[str] | None = None) -> list[BatchRecord]:
@@ -345,7 +349,8 @@ class Ledger:
             wanted = list(statuses)
             sql += f" AND status IN ({', '.join('?' for _ in wanted)})"
             args += wanted
-        rows = self._db.execute(sql + " ORDER BY seq", args).fetchall()
+        with self._read(f"reading run {run_id}'s batches"):
+            rows = self._db.execute(sql + " ORDER BY seq", args).fetchall()
         return [BatchRecord(*row) for row in rows]
 
     # -- frozen audiences ----------------------------------------------------------------------
@@ -355,8 +360,15 @@ class Ledger:
 
     def freeze_audience(self, run_id: str, ids: pa.Array) -> Path:
         path = self.audience_path(run_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.table({"id": ids}), path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.table({"id": ids}), path)
+        except OSError as exc:
+            raise LedgerUnavailableError(
+                f"run {run_id}'s audience cannot be written to {path} ({exc}): nothing was "
+                f"sent. Make {self.state_dir} writable (or pass --state-dir or set "
+                "HOOKCAST_HOME to a writable folder) and run the job again."
+            ) from exc
         return path
 
     def frozen_audience(self, run_id: str) -> pa.Array:
@@ -367,14 +379,3 @@ class Ledger:
                 "replayed (was the state dir moved or cleaned?)."
             )
         return pq.read_table(path).column("id").combine_chunks()
-
-
-class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

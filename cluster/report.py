@@ -2,14 +2,17 @@
 submitted to a cluster is watched through its logs (`hookcast submit --follow`).
 
 `hookcast run --progress-lines` prints one ``hookcast-progress {...}`` line at the start and
-at most once a second, then one ``hookcast-summary {...}`` line (SPEC §5 keys). Anything
-else in the output is passed through to the user as it is."""
+at most once a second, then one ``hookcast-summary {...}`` line (the keys of `run --json`);
+a run that ends in an error instead prints one ``hookcast-error {...}`` line with the error's
+class, message and exit code. Anything else in the output is passed through to the user as
+it is."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import orjson
 
@@ -17,6 +20,16 @@ from hookcast.cluster.coordinator import Progress, RunSummary
 
 PROGRESS = "hookcast-progress "
 SUMMARY = "hookcast-summary "
+ERROR = "hookcast-error "
+
+
+@dataclass(frozen=True, slots=True)
+class RunError:
+    """The error a run ended with, as the command that ran it reported it."""
+
+    kind: str  # the error's class name, e.g. MissingEnvError
+    message: str
+    exit_code: int
 
 
 def progress_line(progress: Progress) -> str:
@@ -27,9 +40,14 @@ def summary_line(summary: RunSummary) -> str:
     return SUMMARY + orjson.dumps(summary.to_dict()).decode()
 
 
-def parse_line(line: str) -> Progress | RunSummary | None:
-    """The progress or summary a line carries; None for any other line (or a garbled one)."""
-    for prefix, kind in ((PROGRESS, Progress), (SUMMARY, RunSummary)):
+def error_line(error: RunError) -> str:
+    return ERROR + orjson.dumps(dataclasses.asdict(error)).decode()
+
+
+def parse_line(line: str) -> Progress | RunSummary | RunError | None:
+    """The progress, summary or error a line carries; None for any other line (or a
+    garbled one)."""
+    for prefix, kind in ((PROGRESS, Progress), (SUMMARY, RunSummary), (ERROR, RunError)):
         if line.startswith(prefix):
             try:
                 return kind(**orjson.loads(line[len(prefix) :]))

@@ -12,26 +12,14 @@ import secrets as token_source
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pyarrow as pa
-import ray
-from ray.exceptions import RayTaskError
 
-from hookcast.actors.errors import LedgerError, RunAbortedError, unwrap
+from hookcast.actors.errors import LedgerError, RunAbortedError
 from hookcast.actors.redact import redact
-from hookcast.actors.remote import start_segment, start_senders, stop_actors
-from hookcast.actors.render import ELEMENT_COLUMN, assemble_body
 from hookcast.actors.segment import AudienceInfo, Segment
-from hookcast.cluster.compile import (
-    delivery_settings,
-    segment_config,
-    sender_config,
-    shown_endpoint,
-)
-from hookcast.cluster.connect import default_senders
+from hookcast.cluster.compile import RunPlan, compile_job
 from hookcast.cluster.coordinator import Coordinator, Progress, RunSummary
 from hookcast.cluster.job import LoadedJob, load_job_text
 from hookcast.cluster.ledger import (
@@ -43,6 +31,7 @@ from hookcast.cluster.ledger import (
     RunStatus,
 )
 from hookcast.cluster.metrics import RunMetrics
+from hookcast.cluster.sender_pool import RaySenderPool
 
 logger = logging.getLogger(__name__)
 
@@ -79,43 +68,9 @@ def plan_batches(run_id: str, ids: pa.Array, batch_size: int) -> list[BatchRecor
 # -- checks that need no Ray --------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Preview:
-    contacts: int
-    batches: int
-    bodies: list[bytes]
-    info: AudienceInfo
-
-
 def validate(job: LoadedJob) -> AudienceInfo:
     """Everything that can be checked without sending: raises a JobError on bad input."""
-    sender_config(job)
-    segment = Segment(segment_config(job))
-    try:
-        return segment.validate()
-    finally:
-        segment.close()
-
-
-def preview(job: LoadedJob, batches: int) -> Preview:
-    """The audience size and the first ``batches`` bodies exactly as they would be sent,
-    with secrets redacted."""
-    sender_config(job)
-    segment = Segment(segment_config(job))
-    try:
-        info = segment.validate()
-        ids = segment.freeze()
-        size = job.spec.batch_size
-        total = -(-len(ids) // size)
-        wanted = list(range(min(batches, total)))
-        now_ms = int(time.time() * 1000)
-        bodies = [
-            redact(assemble_body(t.column(ELEMENT_COLUMN), now_ms).decode(), job.secrets).encode()
-            for t in segment.stream(ids, wanted)
-        ]
-    finally:
-        segment.close()
-    return Preview(contacts=len(ids), batches=total, bodies=bodies, info=info)
+    return _validate_audience(compile_job(job))
 
 
 # -- runs ---------------------------------------------------------------------------------------
@@ -130,17 +85,20 @@ def start_run(
     on_planned: ProgressCallback | None = None,
     on_progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
+    stop_now: threading.Event | None = None,
 ) -> RunSummary:
-    """Fire one run of ``job`` now (Ray must be connected). Bad input raises a JobError
-    before any request is sent."""
-    validate(job)
+    """Fire one run of ``job`` now (Ray must be connected). The job is compiled and its
+    audience validated here, once: bad input raises a JobError before any request is sent.
+
+    ``stop``: send nothing new, let the requests in flight finish, end INTERRUPTED.
+    ``stop_now``: end INTERRUPTED at once; the batches in flight stay SENDING, and resume
+    sends them again with their keys."""
+    plan = compile_job(job)
+    _validate_audience(plan)
     run_id = run_id or new_run_id(job.spec.name)
-    segment, pool = _start_actors(job, run_id, senders=senders)
+    pool = RaySenderPool(plan, run_id, senders=senders)
     try:
-        try:
-            ids: pa.Array = ray.get(segment.freeze.remote())
-        except RayTaskError as exc:
-            raise unwrap(exc) from None
+        ids = pool.freeze()
         ledger.freeze_audience(run_id, ids)
         plans = plan_batches(run_id, ids, job.spec.batch_size)
         ledger.create_run(
@@ -152,52 +110,87 @@ def start_run(
                 batches=len(plans),
                 batch_size=job.spec.batch_size,
                 created_at=time.time(),
-                endpoint=shown_endpoint(job.spec.webhook.url, job.secrets),
+                endpoint=plan.endpoint,
                 job_path=str(job.path),
                 job_text=job.raw_text,
             ),
             plans,
         )
         logger.info("run %s: %d contacts in %d batches", run_id, len(ids), len(plans))
+        pool.use_audience(ids)
         return _deliver(
-            job,
+            plan,
             ledger,
             run_id,
-            segment,
             pool,
-            ray.put(ids),
-            [p.seq for p in plans],
             {p.seq: p.idem_key for p in plans},
             on_planned=on_planned,
             on_progress=on_progress,
             stop=stop,
+            stop_now=stop_now,
         )
     finally:
-        stop_actors([segment, *pool])
+        pool.close()
 
 
-def _start_actors(
-    job: LoadedJob, run_id: str, *, url: str | None = None, senders: int | None = None
-) -> tuple[ray.actor.ActorHandle, list[ray.actor.ActorHandle]]:
-    """The run's segment actor and sender pool, started together: their worker processes
-    come up in parallel, while the segment freezes the audience."""
-    segment = start_segment(segment_config(job), name=f"hookcast/{run_id}/segment")
-    pool = start_senders(
-        sender_config(job, url=url),
-        count=senders or default_senders(),
-        name_prefix=f"hookcast/{run_id}",
+def _validate_audience(plan: RunPlan) -> AudienceInfo:
+    segment = Segment(plan.segment)
+    try:
+        return segment.validate()
+    finally:
+        segment.close()
+
+
+def resume_run(
+    ledger: Ledger,
+    run_id: str,
+    *,
+    senders: int | None = None,
+    on_planned: ProgressCallback | None = None,
+    on_progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
+    stop_now: threading.Event | None = None,
+) -> RunSummary:
+    """Send the batches of ``run_id`` that were never acknowledged, with their keys.
+    The options are ``start_run``'s."""
+    return _continue(
+        ledger,
+        run_id,
+        UNFINISHED,
+        "resume",
+        senders=senders,
+        on_planned=on_planned,
+        on_progress=on_progress,
+        stop=stop,
+        stop_now=stop_now,
     )
-    return segment, pool
 
 
-def resume_run(ledger: Ledger, run_id: str, **options) -> RunSummary:
-    """Send the batches of ``run_id`` that were never acknowledged, with their keys."""
-    return _continue(ledger, run_id, UNFINISHED, "resume", **options)
-
-
-def replay_run(ledger: Ledger, run_id: str, *, url: str | None = None, **options) -> RunSummary:
-    """Resend only the dead-lettered batches of ``run_id`` (optionally to another URL)."""
-    return _continue(ledger, run_id, (BatchStatus.DEAD_LETTERED,), "replay", url=url, **options)
+def replay_run(
+    ledger: Ledger,
+    run_id: str,
+    *,
+    url: str | None = None,
+    senders: int | None = None,
+    on_planned: ProgressCallback | None = None,
+    on_progress: ProgressCallback | None = None,
+    stop: threading.Event | None = None,
+    stop_now: threading.Event | None = None,
+) -> RunSummary:
+    """Resend only the dead-lettered batches of ``run_id`` (optionally to another URL).
+    The options are ``start_run``'s."""
+    return _continue(
+        ledger,
+        run_id,
+        (BatchStatus.DEAD_LETTERED,),
+        "replay",
+        url=url,
+        senders=senders,
+        on_planned=on_planned,
+        on_progress=on_progress,
+        stop=stop,
+        stop_now=stop_now,
+    )
 
 
 def _continue(
@@ -211,6 +204,7 @@ def _continue(
     on_planned: ProgressCallback | None = None,
     on_progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
+    stop_now: threading.Event | None = None,
 ) -> RunSummary:
     run = ledger.get_run(run_id)
     if run.status == RunStatus.RUNNING:
@@ -225,43 +219,41 @@ def _continue(
             f"run {run.run_id} has no {' or '.join(statuses)} batches: nothing to {verb} "
             f"(status {run.status})."
         )
+    plan = compile_job(job, url=url)
     ids = ledger.frozen_audience(run.run_id)
     ledger.claim_run(run.run_id)
-    segment, pool = _start_actors(job, run.run_id, url=url, senders=senders)
+    pool = RaySenderPool(plan, run.run_id, senders=senders)
     logger.info("%s %s: %d batches", verb, run.run_id, len(todo))
     try:
+        pool.use_audience(ids)
         return _deliver(
-            job,
+            plan,
             ledger,
             run.run_id,
-            segment,
             pool,
-            ray.put(ids),
-            [b.seq for b in todo],
             {b.seq: b.idem_key for b in todo},
             attempts_before={b.seq: b.attempts for b in todo},
             on_planned=on_planned,
             on_progress=on_progress,
             stop=stop,
+            stop_now=stop_now,
         )
     finally:
-        stop_actors([segment, *pool])
+        pool.close()
 
 
 def _deliver(
-    job: LoadedJob,
+    plan: RunPlan,
     ledger: Ledger,
     run_id: str,
-    segment: ray.actor.ActorHandle,
-    pool: list[ray.actor.ActorHandle],
-    frozen: ray.ObjectRef,
-    seqs: list[int],
+    pool: RaySenderPool,
     keys: dict[int, str],
     *,
     attempts_before: dict[int, int] | None = None,
     on_planned: ProgressCallback | None,
     on_progress: ProgressCallback | None,
     stop: threading.Event | None,
+    stop_now: threading.Event | None,
 ) -> RunSummary:
     run = ledger.get_run(run_id)
     counts = ledger.batch_counts(run_id)
@@ -274,22 +266,19 @@ def _deliver(
     )
     if on_planned:
         on_planned(progress)
-    # Senders must be up before the clock starts: calls queued while they start would all
-    # leave at once and break the endpoint's rate limit.
-    ray.get([sender.__ray_ready__.remote() for sender in pool])
+    pool.wait_ready()  # before the clock starts
     started = time.monotonic()
     coordinator = Coordinator(
         run_id=run_id,
         ledger=ledger,
-        segment=segment,
-        senders=pool,
-        frozen=frozen,
-        seqs=seqs,
+        pool=pool,
+        seqs=list(keys),
         keys=keys,
-        settings=delivery_settings(job),
+        settings=plan.delivery,
         progress=progress,
         on_progress=on_progress,
         stop=stop,
+        stop_now=stop_now,
         metrics=RunMetrics(run.job, run.endpoint or ""),
         attempts_before=attempts_before,
     )
@@ -297,7 +286,7 @@ def _deliver(
     try:
         status = coordinator.run()
     except RunAbortedError as exc:
-        status, note = RunStatus.INTERRUPTED, redact(exc.reason, job.secrets)
+        status, note = RunStatus.INTERRUPTED, redact(exc.reason, plan.secrets)
     if coordinator.gone:
         note = coordinator.gone
     duration = time.monotonic() - started
@@ -327,7 +316,3 @@ def summarise(record: RunRecord, progress: Progress, duration_s: float) -> RunSu
         requests_per_s=round(progress.requests / duration_s, 1) if duration_s > 0 else 0.0,
         note=record.note,
     )
-
-
-def default_state_dir() -> Path:
-    return Path("~/.hookcast").expanduser()

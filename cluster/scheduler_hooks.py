@@ -1,10 +1,12 @@
-"""The scheduler's hooks into the state dir, and starting the scheduler actor."""
+"""The scheduler's hooks into the state dir, and starting, watching and stopping the
+scheduler actor (`hookcast scheduler run / start / stop`)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -12,29 +14,18 @@ import ray
 
 from hookcast.actors.remote import start_scheduler_actor
 from hookcast.actors.scheduler import ScheduledJob, SchedulerConfig
-from hookcast.actors.trigger import Schedule, compile_trigger, next_fires
-from hookcast.cluster.job import LoadedJob, load_job_text
+from hookcast.cluster.compile import job_schedule
+from hookcast.cluster.job import load_job_text
 from hookcast.cluster.ledger import Ledger, RunStatus
 from hookcast.cluster.schedule_store import (
     FireOutcome,
     ScheduleStatus,
     ScheduleStore,
-    StoredSchedule,
 )
 
 logger = logging.getLogger(__name__)
 
 SCHEDULER_NAME = "hookcast/scheduler"
-
-
-def job_schedule(job: LoadedJob, *, now: datetime | None) -> Schedule:
-    """The job's trigger, validated (``now`` given: it must still fire)."""
-    return compile_trigger(**job.spec.trigger.model_dump(), now=now)
-
-
-def upcoming(stored: StoredSchedule, now: datetime, count: int = 3) -> list[datetime]:
-    job = load_job_text(stored.job_text, stored.job_path)
-    return next_fires(job_schedule(job, now=None), now, count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,3 +142,62 @@ def find_scheduler():
         return ray.get_actor(SCHEDULER_NAME)
     except ValueError:
         return None
+
+
+def scheduler_config(grace_s: float, time_scale: float = 1.0) -> SchedulerConfig:
+    """The scheduler's settings; a ``time_scale`` other than 1 runs its clock faster from
+    now (for tests of recurring jobs)."""
+    if time_scale == 1.0:
+        return SchedulerConfig(grace_s=grace_s)
+    now = time.time()
+    return SchedulerConfig(
+        grace_s=grace_s, time_scale=time_scale, origin_epoch_s=now, real_origin_epoch_s=now
+    )
+
+
+def run_scheduler(
+    state_dir: str,
+    config: SchedulerConfig,
+    stop: threading.Event,
+    *,
+    on_started: Callable[[], None],
+    on_event: Callable[[object], None],
+    until_idle: Callable[[], bool] = lambda: False,
+    poll_s: float = 0.5,
+) -> None:
+    """The scheduler as an actor of this driver, until ``stop`` is set (or ``until_idle()``
+    is true): each thing it does goes to ``on_event``, the last ones after it has shut down
+    (its running broadcasts end as interrupted, resumable)."""
+    actor = start_scheduler(state_dir, config, detached=False)
+    on_started()
+    seen = 0
+    try:
+        while not stop.is_set():
+            events, seen = ray.get(actor.events_since.remote(seen))
+            for event in events:
+                on_event(event)
+            if until_idle():
+                break
+            stop.wait(poll_s)
+        ray.get(actor.shutdown.remote())
+        events, seen = ray.get(actor.events_since.remote(seen))
+        for event in events:
+            on_event(event)
+    finally:
+        ray.kill(actor)
+
+
+def start_detached_scheduler(state_dir: str, config: SchedulerConfig) -> None:
+    """The scheduler as a detached actor: it outlives this driver. Returns once it answers."""
+    actor = start_scheduler(state_dir, config, detached=True)
+    ray.get(actor.now.remote())
+
+
+def stop_detached_scheduler() -> bool:
+    """Shut the detached scheduler down and remove it; False when none is running."""
+    actor = find_scheduler()
+    if actor is None:
+        return False
+    ray.get(actor.shutdown.remote())
+    ray.kill(actor, no_restart=True)
+    return True

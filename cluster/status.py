@@ -85,3 +85,13 @@ def _ask_for_stats(
         except ray.exceptions.RayError:  # died while answering
             continue
     return answers
+
+
+def connected() -> bool:
+    """True when this process is already connected to a Ray cluster."""
+    return ray.is_initialized()
+
+
+def running_runs(ledger, limit: int = 200) -> list:
+    """The runs the ledger shows as running, newest first."""
+    return [r for r in ledger.list_runs(limit=limit) if r.status == "running"]

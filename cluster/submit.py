@@ -9,7 +9,6 @@ run on the cluster, never copied here in clear text.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import tempfile
 import time
@@ -20,11 +19,10 @@ from pathlib import Path
 
 import yaml
 
-from hookcast.actors.errors import HookcastError
+from hookcast.actors.errors import ClusterError
 from hookcast.cluster.job import load_job
 from hookcast.cluster.report import LineSplitter
 
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 AGENT_WAIT_S = 60.0
 
@@ -97,7 +95,7 @@ def submit(
                         raise
                     time.sleep(1)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise HookcastError(
+            raise ClusterError(
                 f"cannot submit to {address}: {str(exc).splitlines()[0][:200]}. Give the "
                 "dashboard address (http://<head>:8265); a cluster with token auth needs "
                 "RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN or ~/.ray/auth_token)."
@@ -108,7 +106,8 @@ def submit(
 @dataclass(frozen=True, slots=True)
 class Ended:
     status: str  # SUCCEEDED, FAILED or STOPPED
-    message: str  # Ray's word on it (e.g. the entrypoint's exit code)
+    message: str  # Ray's word on it, for people
+    exit_code: int | None  # the entrypoint's exit code as Ray recorded it; None: unknown
 
 
 def follow(
@@ -130,5 +129,5 @@ def follow(
         if status in TERMINAL:
             for line in lines.rest():
                 on_line(line)
-            return Ended(status, info.message or "")
+            return Ended(status, info.message or "", getattr(info, "driver_exit_code", None))
         time.sleep(poll_s)

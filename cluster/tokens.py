@@ -1,6 +1,6 @@
-"""Authorizations seen from the command line: `hookcast auth test` and preview headers.
+"""Authorizations seen from the command line: `hookcast auth test`.
 
-Both fetch one token per authorization, in this process (no Ray, no cache), and show it
+It fetches one token per authorization, in this process (no Ray, no cache), and shows it
 redacted; nothing here is ever sent to the webhook.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import httpx
 
 from hookcast.actors.auth import TokenError, fetch_token, parse_template, redact_token
-from hookcast.actors.errors import HookcastError
+from hookcast.actors.errors import JobError
 from hookcast.cluster.compile import authorizations
 from hookcast.cluster.job import LoadedJob
 
@@ -44,7 +44,8 @@ def test_authorizations(job: LoadedJob, only: str | None = None) -> list[AuthRep
     configs = authorizations(job)
     if only is not None and only not in {c.id for c in configs}:
         known = ", ".join(c.id for c in configs) or "none"
-        raise HookcastError(f"no authorization {only} in {job.path} (defined: {known}).")
+        message = f"--id {only}: no authorization {only} in {job.path} (defined: {known})."
+        raise JobError(message, (("--id", message),))
     keys = referenced_keys(job)
     reports = []
     for config in configs:
@@ -71,17 +72,3 @@ def _message(exc: Exception) -> str:
     if isinstance(exc, TokenError):
         return str(exc)
     return f"{type(exc).__name__}: the token endpoint could not be asked"
-
-
-def preview_headers(job: LoadedJob) -> dict[str, str]:
-    """The webhook's headers as they would be sent, every token redacted."""
-    configs = {c.id: c for c in authorizations(job)}
-    keys = referenced_keys(job)
-    values: dict[tuple[str, str], str] = {}
-    for auth_id, wanted in keys.items():
-        token = fetch_token(configs[auth_id], wanted)
-        values.update({k: redact_token(v) for k, v in token.wildcard_values().items()})
-    return {
-        name: parse_template(value, f"webhook.headers.{name}").render(values)
-        for name, value in job.spec.webhook.headers.items()
-    }

@@ -98,6 +98,7 @@ def run_loadtest(
     on_planned: Callable[[Progress], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     stop: threading.Event | None = None,
+    stop_now: threading.Event | None = None,
 ) -> LoadtestReport:
     """Generate the audience, broadcast it (Ray must be connected), measure, verify."""
     receiver = None if options.url else _Receiver(options.fail_rate, options.latency_ms)
@@ -121,6 +122,7 @@ def run_loadtest(
                 on_planned=on_planned,
                 on_progress=record,
                 stop=stop,
+                stop_now=stop_now,
             )
         latencies = [
             b.latency_ms

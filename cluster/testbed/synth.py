@@ -1,4 +1,4 @@
-"""Synthetic audiences shaped like the seed's contacts (SPEC §2), for demos, tests and benchmarks.
+"""Synthetic audiences shaped like the seed's contacts, for demos, tests and benchmarks.
 
 Columns are generated with pyarrow.compute (numpy is not a dependency), in fixed blocks of
 ``BLOCK_ROWS`` rows whose random streams are keyed by (seed, block, column): a row's values

@@ -52,6 +52,20 @@ def test_every_command_has_help(command: list[str]) -> None:
     assert "Usage" in result.output
 
 
+def test_the_help_test_lists_every_command_and_sub_command() -> None:
+    import typer
+
+    def paths(command: object, prefix: list[str]) -> list[list[str]]:
+        found = [prefix]
+        if hasattr(command, "commands"):  # a group
+            for name, sub in command.commands.items():
+                found += paths(sub, [*prefix, name])
+        return found
+
+    every = paths(typer.main.get_command(app), [])
+    assert sorted(map(tuple, every)) == sorted(map(tuple, COMMANDS))
+
+
 def invoke(*args: str | Path, env: dict[str, str] | None = None):
     return runner.invoke(app, [str(a) for a in args], env=env)
 
@@ -237,7 +251,7 @@ def test_an_address_where_no_cluster_answers_is_a_clear_error_and_nothing_is_sen
             timeout=60,
         )
         requests = receiver.recorder.requests
-    assert ran.returncode == 2, ran.stderr[-2000:]
+    assert ran.returncode == 4, ran.stderr[-2000:]  # ClusterError
     assert f"--address {address}: no Ray cluster answers there" in ran.stderr
     assert "Traceback" not in ran.stderr
     assert requests == 0

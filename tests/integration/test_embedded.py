@@ -84,3 +84,37 @@ def test_dashboard_option_serves_rays_dashboard_on_loopback_during_the_run(
     assert page.status_code == 200
     assert "<html" in page.text.lower()
     assert summary["delivered_contacts"] == 5000
+
+
+def test_sigkill_of_run_leaves_no_ray_process_behind_within_seconds(
+    write_job, audience_5k: Path, tmp_path: Path
+) -> None:
+    """The watchdog kills the embedded Ray within ~0.1 s of seeing its driver's pipe close
+    (measured); 15 s leaves room for a loaded CI machine, and Ray's agents alone outlive a
+    killed driver by a minute or more without it."""
+    with Sink() as receiver:
+        proc = _slow_run(write_job, tmp_path, audience_5k, receiver)
+        try:
+            _wait_for_requests(proc, receiver, tmp_path)
+            tree = psutil.Process(proc.pid).children(recursive=True)
+            names = [p.name() for p in tree]
+            proc.kill()
+            proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()
+        deadline = time.monotonic() + 15
+        alive = tree
+        while alive and time.monotonic() < deadline:
+            alive = [p for p in alive if _running(p)]
+            time.sleep(0.05)
+    assert "raylet" in names and any("Dashboard" in n for n in names), names
+    assert not alive, f"still running 15 s after SIGKILL: {[(p.pid, p.name()) for p in alive]}"
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hookcast.actors.errors import JobFileError
+from hookcast.actors.errors import JobError, JobFileError
 from hookcast.cluster.job import load_job
 
 MINIMAL = """\
@@ -195,3 +195,22 @@ def test_undefined_wildcards_are_one_problem_each(tmp_path):
     error = rejected(tmp_path, text)
     assert [key for key, _ in error.problems] == ["webhook.headers.A", "webhook.query.b"]
     assert '- webhook.query.b: #{auth.erp.t} refers to authorization "erp"' in str(error)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://user:secret@staging.example.com/hook", "holds credentials"),
+        ("ftp://staging.example.com/hook", "only http and https"),
+        ("https://staging.example.com/ho\r\nok", "carriage return (CR)"),
+    ],
+)
+def test_a_replay_url_is_checked_as_the_job_url_is(write_job, url: str, expected: str) -> None:
+    from hookcast.cluster.compile import compile_job
+
+    job = load_job(write_job("http://127.0.0.1:9/hook", "contacts.parquet"))
+    with pytest.raises(JobError) as caught:
+        compile_job(job, url=url)
+    assert str(caught.value).startswith("--url ") and expected in str(caught.value)
+    assert caught.value.problems[0][0] == "--url"
+    assert "secret" not in str(caught.value)

@@ -12,7 +12,7 @@ import time
 import pyarrow as pa
 import pytest
 
-from hookcast.actors.errors import LedgerError
+from hookcast.actors.errors import LedgerError, RunNotFoundError
 from hookcast.cluster.ledger import (
     BatchRecord,
     BatchStatus,
@@ -259,7 +259,7 @@ def test_ambiguous_prefix_is_an_error_naming_the_candidates(ledger):
 def test_unknown_run_is_an_error_naming_the_state_dir(ledger, tmp_path):
     ledger.create_run(_run())
 
-    with pytest.raises(LedgerError) as caught:
+    with pytest.raises(RunNotFoundError) as caught:
         ledger.get_run("weekly-2026")
 
     message = str(caught.value)

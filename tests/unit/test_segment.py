@@ -11,9 +11,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from hookcast.actors.batch_stream import group_batches
 from hookcast.actors.errors import AudienceError
 from hookcast.actors.render import ELEMENT_COLUMN, SEND_TIME_PLACEHOLDER, PayloadConfig
-from hookcast.actors.segment import group_batches
 from hookcast.cluster.testbed.synth import write_audience, write_ids
 from tests.unit.conftest import SEGMENT_BATCH
 

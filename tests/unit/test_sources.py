@@ -82,6 +82,15 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "conflict").mkdir()
     pq.write_table(pa.table({"id": pa.array([1, 2], pa.int64())}), root / "conflict" / "a.parquet")
     pq.write_table(pa.table({"id": ["3", "4"]}), root / "conflict" / "b.parquet")
+    # Files that unify, but `id` widens to double: two files of int64 ids, one of doubles.
+    (root / "widened").mkdir()
+    for name, ids_type, first in (
+        ("a", pa.int64(), 1),
+        ("b", pa.int64(), 3),
+        ("c", pa.float64(), 5),
+    ):
+        column = pa.array([first, first + 1], ids_type)
+        pq.write_table(pa.table({"id": column}), root / "widened" / f"{name}.parquet")
     write_ids(root / "segments" / "vip.parquet", [ids[900], ids[5], ids[77], 1])
     (root / "notes").mkdir()
     (root / "notes" / "contacts.parquet").write_text("id,name\n1,a\n")
@@ -329,6 +338,18 @@ def test_s3_files_whose_columns_conflict_cannot_be_read(segment, s3):
     message = _audience_error(segment(url))
 
     assert message.startswith(f"audience.source {url} cannot be read: its files' columns do not")
+    assert "id is int64 in a.parquet (1 file) but string in b.parquet (1 file)" in message
+    assert "rewrite the odd files" in message
+
+
+def test_s3_files_whose_ids_widen_to_double_name_the_odd_file_and_both_types(segment, s3):
+    url = f"{s3}/widened"
+
+    message = _audience_error(segment(url))
+
+    assert message.startswith(f"audience.source {url}: id is int64 in a.parquet (2 files) but ")
+    assert "double in c.parquet (1 file)" in message
+    assert "integers (int64) in every file" in message
 
 
 def test_s3_folder_without_parquet_files_is_rejected(segment, s3):

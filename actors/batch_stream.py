@@ -1,0 +1,136 @@
+"""Rendered rows into batches in frozen order, with memory that stays flat (see
+``Segment.stream``): spill files by frozen position, one bucket ordered at a time, then the
+rows regrouped into one table per batch and packed a few batches per Ray object."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hookcast.actors.render import ELEMENT_COLUMN
+
+
+def in_frozen_order(
+    table: pa.Table, ids: np.ndarray, positions: np.ndarray, batch_size: int
+) -> pa.RecordBatch:
+    """The bucket's rows that are frozen contacts, ordered by frozen position, with ``seq``."""
+    slot = pc.index_in(table.column("id"), value_set=pa.array(ids)).to_numpy(zero_copy_only=False)
+    member = np.flatnonzero(~np.isnan(slot))  # rows not in the frozen slice: gone or new
+    slots = slot[member].astype(np.int64)
+    order = np.argsort(slots, kind="stable")
+    rows = table.take(pa.array(member[order])).combine_chunks()
+    seq = pa.array(positions[slots[order]] // batch_size, pa.int64())
+    return pa.RecordBatch.from_arrays(
+        [seq, rows.column("id").chunk(0), rows.column(ELEMENT_COLUMN).chunk(0)]
+        if rows.num_rows
+        else [seq, pa.array([], pa.int64()), pa.array([], pa.string())],
+        names=["seq", "id", ELEMENT_COLUMN],
+    )
+
+
+class Buckets:
+    """Spill files, one per run of ``bucket_rows`` consecutive wanted contacts."""
+
+    def __init__(self, temp_dir: str, wanted_ids: np.ndarray, bucket_rows: int) -> None:
+        self._dir = tempfile.mkdtemp(prefix="stream-", dir=temp_dir)
+        self._ids = wanted_ids
+        self._bucket_rows = bucket_rows
+        self._edges = wanted_ids[::bucket_rows]  # first id of each bucket
+        self._writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+
+    def __enter__(self) -> Buckets:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _path(self, bucket: int) -> str:
+        return os.path.join(self._dir, f"{bucket:06d}.arrow")
+
+    def add(self, chunk: pa.RecordBatch) -> None:
+        ids = chunk.column("id").to_numpy(zero_copy_only=False)
+        bucket = np.searchsorted(self._edges, ids, side="right") - 1
+        bucket[ids > self._ids[-1]] = -1
+        order = np.argsort(bucket, kind="stable")
+        sorted_buckets = bucket[order]
+        rows = chunk.take(pa.array(order))
+        cuts = np.flatnonzero(np.diff(sorted_buckets)) + 1
+        for start, end in itertools.pairwise([0, *cuts.tolist(), len(order)]):
+            b = int(sorted_buckets[start])
+            if b < 0:
+                continue
+            writer = self._writers.get(b)
+            if writer is None:
+                writer = pa.ipc.new_stream(self._path(b), chunk.schema)
+                self._writers[b] = writer
+            writer.write_batch(rows.slice(start, end - start))
+
+    def drain(self) -> Iterator[tuple[pa.Table, int, int]]:
+        """Each bucket's rows with the slice of wanted contacts it covers, in order."""
+        for b in range(len(self._edges)):
+            lo, hi = b * self._bucket_rows, min((b + 1) * self._bucket_rows, len(self._ids))
+            writer = self._writers.pop(b, None)
+            if writer is None:
+                yield _BATCH_SCHEMA.empty_table(), lo, hi
+                continue
+            writer.close()
+            with pa.memory_map(self._path(b)) as source:
+                table = pa.ipc.open_stream(source).read_all()
+            os.remove(self._path(b))
+            yield table, lo, hi
+
+
+_BATCH_SCHEMA = pa.schema([("id", pa.int64()), (ELEMENT_COLUMN, pa.string())])
+
+
+def group_batches(chunks: Iterable[pa.RecordBatch], wanted: Sequence[int]) -> Iterator[pa.Table]:
+    """Regroup a ``seq``-ordered stream of chunks into one table per wanted seq, in order.
+
+    Every chunk row's seq must be in ``wanted`` (sorted); a seq with no rows yields an empty
+    table."""
+    remaining = iter(wanted)
+    current = next(remaining, None)
+    pending: list[pa.RecordBatch] = []
+    for chunk in chunks:
+        seqs = chunk.column("seq")
+        n = len(seqs)
+        if n == 0:
+            continue
+        changes = pc.indices_nonzero(pc.not_equal(seqs.slice(1), seqs.slice(0, n - 1)))
+        cuts = [0, *(i + 1 for i in changes.to_pylist()), n]
+        rows = chunk.select(["id", ELEMENT_COLUMN])
+        for start, end in itertools.pairwise(cuts):
+            seq = seqs[start].as_py()
+            while current is not None and current < seq:
+                yield pa.Table.from_batches(pending, _BATCH_SCHEMA)
+                pending, current = [], next(remaining, None)
+            pending.append(rows.slice(start, end - start))
+    while current is not None:
+        yield pa.Table.from_batches(pending, _BATCH_SCHEMA)
+        pending, current = [], next(remaining, None)
+
+
+def pack_chunks(
+    batches: Iterable[pa.Table], wanted: Sequence[int], per_chunk: int
+) -> Iterator[pa.Table]:
+    """Concatenate ``per_chunk`` consecutive batches (with their ``seq``) into one table:
+    fewer, larger objects through Ray, whose per-object cost dwarfs a batch's own."""
+    group: list[pa.Table] = []
+    for seq, batch in zip(wanted, batches, strict=True):
+        seq_column = pa.array(np.full(batch.num_rows, seq, dtype=np.int64))
+        group.append(batch.add_column(0, "seq", seq_column))
+        if len(group) == per_chunk:
+            # Zero-copy: Ray's serializer sends only the sliced part of each buffer.
+            yield pa.concat_tables(group)
+            group = []
+    if group:
+        yield pa.concat_tables(group)

@@ -1,0 +1,169 @@
+"""`hookcast sink`, `demo` and `loadtest`: trying hookcast locally, against its own receiver."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+
+from hookcast.cli import output
+from hookcast.cli.options import (
+    DEFAULT_STATE_DIR,
+    AddressOpt,
+    JsonOpt,
+    Outcome,
+    SendersOpt,
+    StateDirOpt,
+    connect,
+    open_ledger,
+)
+from hookcast.cli.running import run_with_progress, show_summary, stop_on_signals
+
+
+def sink(
+    port: Annotated[int, typer.Option("--port", "-p", help="0 picks a free port.")] = 8080,
+    host: Annotated[str, typer.Option("--host", help="Loopback unless you mean it.")] = "127.0.0.1",
+    fail_rate: Annotated[
+        float, typer.Option("--fail-rate", min=0.0, max=1.0, help="Fraction answered 500.")
+    ] = 0.0,
+    latency_ms: Annotated[float, typer.Option("--latency-ms", min=0.0)] = 0.0,
+    rps: Annotated[
+        float | None, typer.Option("--rps", min=0.1, help="Answer 429 above this rate.")
+    ] = None,
+) -> Outcome:
+    """A local receiver to test against: counts requests and contacts, checks duplicates."""
+    from hookcast.cluster.testbed.sink import Recorder, make_behaviour, serve
+
+    recorder = Recorder(keep_arrivals=False)
+    try:
+        serve(
+            host,
+            port,
+            behaviour=make_behaviour(failure_rate=fail_rate, latency_ms=latency_ms, rps=rps),
+            recorder=recorder,
+            on_started=lambda url: output.console.print(
+                f"listening on {url}  (counts: GET {url.rsplit('/', 1)[0]}/_stats; Ctrl-C to stop)"
+            ),
+        )
+    except OSError as exc:
+        output.error(f"cannot listen on {host}:{port}: {exc.strerror}; try another --port.")
+        return Outcome.REJECTED
+    stats = recorder.snapshot()
+    output.console.print(
+        f"received {stats['requests']:,} requests, {stats['contacts']:,} contacts "
+        f"({stats['unique_ids']:,} unique, {stats['duplicate_ids']:,} duplicates)"
+    )
+    return Outcome.SUCCEEDED
+
+
+def demo(
+    contacts: Annotated[int, typer.Option("--contacts", min=1, help="Audience size.")] = 5000,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Keep the sample files here (default: temp).")
+    ] = None,
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+) -> Outcome:
+    """The quick start: a sample audience, a local receiver, a broadcast on embedded Ray."""
+    from hookcast.cluster.job import load_job
+    from hookcast.cluster.runs import start_run
+    from hookcast.cluster.testbed.demo import write_demo
+    from hookcast.cluster.testbed.sink import OK, Sink
+
+    sample: list[bytes] = []
+
+    def keep_first(request) -> object:
+        if not sample:
+            sample.append(request.body)
+        return OK
+
+    with contextlib.ExitStack() as stack:
+        folder = directory or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        receiver = stack.enter_context(Sink(behaviour=keep_first, keep_arrivals=False))
+        job_path = write_demo(folder, receiver.url, contacts=contacts)
+        output.console.print(
+            f"[bold]demo[/]: {contacts:,} sample contacts in {folder / 'contacts.parquet'}, "
+            f"job {job_path}, receiver at {receiver.url}"
+        )
+        loaded = load_job(job_path)
+        ledger = open_ledger(state_dir)
+        connect(None)  # before the handlers: ray.init installs its own
+        with stop_on_signals() as signals:
+            summary = run_with_progress(
+                start_run, signals.options(), "demo", False, job=loaded, ledger=ledger
+            )
+        stats = receiver.recorder.snapshot()
+    show_summary(summary)
+    output.console.print(
+        f"[bold]the receiver got[/] {stats['requests']:,} requests carrying "
+        f"{stats['contacts']:,} contacts ({stats['unique_ids']:,} unique, "
+        f"{stats['duplicate_ids']:,} duplicates)"
+    )
+    if sample:
+        first = orjson.loads(sample[0])
+        output.console.print(f"[bold]one element of the first request[/] (of {len(first)}):")
+        output.console.print_json(orjson.dumps(first[0]).decode())
+    return Outcome(summary.status)
+
+
+def loadtest(
+    contacts: Annotated[
+        int, typer.Option("--contacts", min=1, help="Synthetic audience size.")
+    ] = 200_000,
+    url: Annotated[
+        str | None, typer.Option("--url", help="Your endpoint (default: the built-in receiver).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=500)] = 500,
+    rps: Annotated[
+        float | None, typer.Option("--rps", min=0.1, help="Requests per second.")
+    ] = None,
+    fail_rate: Annotated[
+        float, typer.Option("--fail-rate", min=0.0, max=0.99, help="Built-in receiver: 500s.")
+    ] = 0.0,
+    latency_ms: Annotated[
+        float, typer.Option("--latency-ms", min=0.0, help="Built-in receiver: delay.")
+    ] = 0.0,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Where to write the HTML report.")
+    ] = None,
+    json_out: JsonOpt = False,
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    address: AddressOpt = None,
+    senders: SendersOpt = None,
+) -> Outcome:
+    """A load test: a synthetic audience broadcast, throughput, latency, retries and losses."""
+    from hookcast.cluster.testbed.loadtest import LoadtestOptions, run_loadtest, write_report
+
+    options = LoadtestOptions(
+        contacts=contacts,
+        url=url,
+        batch_size=batch_size,
+        requests_per_second=rps,
+        fail_rate=fail_rate,
+        latency_ms=latency_ms,
+        senders=senders,
+    )
+    ledger = open_ledger(state_dir)
+    connect(address)  # before the handlers: ray.init installs its own
+    with stop_on_signals() as signals:
+        result = run_with_progress(
+            run_loadtest,
+            signals.options(),
+            "loadtest",
+            json_out,
+            options=options,
+            ledger=ledger,
+        )
+    path = write_report(
+        result, report or state_dir.expanduser() / "reports" / f"{result.summary.run_id}.html"
+    )
+    if json_out:
+        output.print_json({**result.to_dict(), "report": str(path)})
+    else:
+        output.print_loadtest(result, path)
+    if result.summary.status == "interrupted":
+        return Outcome.INTERRUPTED
+    return Outcome.SUCCEEDED if result.verified else Outcome.FAILED
