@@ -1,6 +1,13 @@
 """Rendered rows into batches in frozen order, with memory that stays flat (see
-``Segment.stream``): spill files by frozen position, one bucket ordered at a time, then the
-rows regrouped into one table per batch and packed a few batches per Ray object."""
+``Segment.stream``).
+
+The frozen id list is in the order a scan of the source reads it, so while the source is
+unchanged the scan that renders the elements meets the contacts in frozen order: ``in_batch_order``
+checks each chunk against the frozen list and passes it on at once (one pass, the first
+request after the first chunk). From the first chunk that differs (contacts that left,
+joined or moved since the freeze), the rest goes through spill files by frozen position, one
+bucket ordered at a time. The rows are then regrouped into one table per batch and packed a
+few batches per Ray object."""
 
 from __future__ import annotations
 
@@ -15,6 +22,70 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from hookcast.actors.render import ELEMENT_COLUMN
+
+
+def _with_seq(chunk: pa.RecordBatch, seq: np.ndarray) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays(
+        [pa.array(seq, pa.int64()), chunk.column("id"), chunk.column(ELEMENT_COLUMN)],
+        names=["seq", "id", ELEMENT_COLUMN],
+    )
+
+
+def in_batch_order(
+    chunks: Iterable[pa.RecordBatch],
+    frozen: np.ndarray,
+    wanted: Sequence[int],
+    batch_size: int,
+    spill: tuple[str, int],
+    start: int = 0,
+) -> Iterator[pa.RecordBatch]:
+    """The chunks' rows that belong to the ``wanted`` batches (sorted seqs), with ``seq``,
+    ordered by frozen position; ``spill`` is (temp folder, rows per bucket) for the slow path.
+
+    Fast path: each chunk whose ids are the frozen list from the cursor on (from ``start``,
+    where a scan cut to the wanted range begins) is in order already and passes straight
+    on. From the first chunk that is not, the rest goes through buckets; rows before the
+    cursor were passed on, so they are never sent twice."""
+    wanted_seq = np.zeros(-(-len(frozen) // batch_size), dtype=bool)
+    wanted_seq[list(wanted)] = True
+    cursor = start
+    chunks = iter(chunks)
+    for chunk in chunks:
+        ids = chunk.column("id").to_numpy(zero_copy_only=False)
+        end = cursor + len(ids)
+        if end > len(frozen) or not np.array_equal(ids, frozen[cursor:end]):
+            rest = itertools.chain([chunk], chunks)
+            yield from _via_buckets(rest, frozen, cursor, wanted_seq, batch_size, spill)
+            return
+        seq = np.arange(cursor, end) // batch_size
+        keep = wanted_seq[seq]
+        cursor = end
+        if keep.all():
+            yield _with_seq(chunk, seq)
+        elif keep.any():
+            yield _with_seq(chunk.filter(pa.array(keep)), seq[keep])
+
+
+def _via_buckets(
+    chunks: Iterable[pa.RecordBatch],
+    frozen: np.ndarray,
+    start: int,
+    wanted_seq: np.ndarray,
+    batch_size: int,
+    spill: tuple[str, int],
+) -> Iterator[pa.RecordBatch]:
+    """The slow path: every wanted position from ``start`` on, through spill files."""
+    positions = np.arange(start, len(frozen))
+    positions = positions[wanted_seq[positions // batch_size]]
+    if positions.size == 0:
+        return
+    wanted_ids = frozen[positions]
+    temp_dir, bucket_rows = spill
+    with Buckets(temp_dir, wanted_ids, bucket_rows) as buckets:
+        for chunk in chunks:
+            buckets.add(chunk)
+        for table, lo, hi in buckets.drain():
+            yield in_frozen_order(table, wanted_ids[lo:hi], positions[lo:hi], batch_size)
 
 
 def in_frozen_order(
@@ -36,14 +107,24 @@ def in_frozen_order(
 
 
 class Buckets:
-    """Spill files, one per run of ``bucket_rows`` consecutive wanted contacts."""
+    """Spill files, one per run of ``bucket_rows`` consecutive wanted contacts (the wanted
+    ids in frozen order, which need not be sorted)."""
 
     def __init__(self, temp_dir: str, wanted_ids: np.ndarray, bucket_rows: int) -> None:
         self._dir = tempfile.mkdtemp(prefix="stream-", dir=temp_dir)
         self._ids = wanted_ids
         self._bucket_rows = bucket_rows
-        self._edges = wanted_ids[::bucket_rows]  # first id of each bucket
+        self._buckets = -(-len(wanted_ids) // bucket_rows)
+        # id -> rank among the wanted ids, by binary search in a sorted copy.
+        self._by_id = np.argsort(wanted_ids, kind="stable")
+        self._sorted_ids = wanted_ids[self._by_id]
         self._writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+
+    def _bucket_of(self, ids: np.ndarray) -> np.ndarray:
+        """Each id's bucket, -1 for an id that is not wanted."""
+        found = np.searchsorted(self._sorted_ids, ids).clip(0, len(self._sorted_ids) - 1)
+        member = self._sorted_ids[found] == ids
+        return np.where(member, self._by_id[found] // self._bucket_rows, -1)
 
     def __enter__(self) -> Buckets:
         return self
@@ -57,9 +138,7 @@ class Buckets:
         return os.path.join(self._dir, f"{bucket:06d}.arrow")
 
     def add(self, chunk: pa.RecordBatch) -> None:
-        ids = chunk.column("id").to_numpy(zero_copy_only=False)
-        bucket = np.searchsorted(self._edges, ids, side="right") - 1
-        bucket[ids > self._ids[-1]] = -1
+        bucket = self._bucket_of(chunk.column("id").to_numpy(zero_copy_only=False))
         order = np.argsort(bucket, kind="stable")
         sorted_buckets = bucket[order]
         rows = chunk.take(pa.array(order))
@@ -76,7 +155,7 @@ class Buckets:
 
     def drain(self) -> Iterator[tuple[pa.Table, int, int]]:
         """Each bucket's rows with the slice of wanted contacts it covers, in order."""
-        for b in range(len(self._edges)):
+        for b in range(self._buckets):
             lo, hi = b * self._bucket_rows, min((b + 1) * self._bucket_rows, len(self._ids))
             writer = self._writers.pop(b, None)
             if writer is None:

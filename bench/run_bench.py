@@ -1,22 +1,29 @@
-"""Benchmark hookcast against the plain baseline, end to end, on a local receiver.
+"""Benchmark hookcast against two single-process peers, end to end, on a local receiver.
 
-    python bench/run_bench.py --contacts 1000000 [--batch-size 500] [--concurrency 8]
+    python bench/run_bench.py --contacts 1000000 [--routes plain,duckdb,hookcast] [--repeats 3]
+    python bench/run_bench.py --contacts 1000000,10000000 --shape cdp
     python bench/run_bench.py --memory-sweep 200000,2000000
 
-What is measured, and how, is in bench/README.md.
+The routes run interleaved (plain, duckdb, hookcast, plain, …) against one receiver. What is
+measured, and how, is in bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
+import itertools
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -27,36 +34,110 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from hookcast.cluster.testbed.synth import load_test_job, write_audience
+from hookcast.cluster.testbed import synth
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
+ROUTES = ("plain", "duckdb", "hookcast")
+ROUTE_SCRIPTS = {"plain": BENCH_DIR / "baseline.py", "duckdb": BENCH_DIR / "duckdb_route.py"}
 SAMPLE_S = 0.2
+LEFTOVER_WAIT_S = 5.0
 MB = 1024 * 1024
 SWEEP_TARGET = 1.2
 
+# (label, run key, format) of the figures summarised per route, in table order.
+METRICS = (
+    ("contacts", "contacts", "{:,.0f}"),
+    ("requests", "requests", "{:,.0f}"),
+    ("wall s (end to end)", "wall_s", "{:.2f}"),
+    ("contacts/s (end to end)", "contacts_per_s", "{:,.0f}"),
+    ("sending rate contacts/s (first → last request)", "sending_rate", "{:,.0f}"),
+    ("time to first request s", "time_to_first_request_s", "{:.2f}"),
+    ("own duration s", "own_duration_s", "{:.2f}"),
+    ("CPU s (process tree)", "cpu_s", "{:.2f}"),
+    ("peak total RSS MB", "peak_total_rss_mb", "{:,.0f}"),
+    ("peak single-process RSS MB", "peak_single_rss_mb", "{:,.0f}"),
+    ("receiver CPU s (not counted)", "receiver_cpu_s", "{:.2f}"),
+    ("receiver peak RSS MB (not counted)", "receiver_peak_rss_mb", "{:,.0f}"),
+)
+# Ratios printed under each size: (label, route on top, route below, metric).
+RATIOS = (
+    ("hookcast/duckdb contacts/s (end to end)", "hookcast", "duckdb", "contacts_per_s"),
+    ("hookcast/plain contacts/s (end to end)", "hookcast", "plain", "contacts_per_s"),
+    ("hookcast/duckdb sending rate", "hookcast", "duckdb", "sending_rate"),
+    ("hookcast/plain sending rate", "hookcast", "plain", "sending_rate"),
+    ("hookcast/duckdb CPU s", "hookcast", "duckdb", "cpu_s"),
+    ("hookcast/plain CPU s", "hookcast", "plain", "cpu_s"),
+)
 
-def ensure_audience(out: Path, contacts: int, seed: int, log: Console) -> Path:
-    path = out / f"audience-{contacts}-seed{seed}.parquet"
-    if not path.exists():  # write_audience is atomic: a file that exists is complete
-        log.print(f"generating {contacts:,} contacts into {path}")
-        out.mkdir(parents=True, exist_ok=True)
-        write_audience(path, contacts, seed=seed)
+
+class BenchError(Exception):
+    """Something that stops the benchmark before it measures anything."""
+
+
+# -- audiences -------------------------------------------------------------------------------
+
+
+def shape_problem(shape: str) -> str | None:
+    """Why ``--shape`` cannot be generated, or None when it can."""
+    shapes = getattr(synth, "SHAPES", None)
+    takes_shape = "shape" in inspect.signature(synth.write_audience).parameters
+    if shapes is None or not takes_shape:
+        return (
+            f"--shape {shape}: hookcast.cluster.testbed.synth has no audience shapes yet "
+            "(SHAPES and write_audience(..., shape=...) are being added in "
+            "cluster/testbed/synth.py); nothing was run."
+        )
+    if shape not in shapes:
+        known = "; ".join(f"{name} ({about})" for name, about in shapes.items())
+        return f"--shape {shape} is unknown: use one of {known}."
+    return None
+
+
+def ensure_audience(out: Path, contacts: int, shape: str, seed: int, log: Console) -> Path:
+    path = out / f"audience-{contacts}-{shape}-seed{seed}.parquet"
+    if not path.exists():  # write_audience is atomic: a file or folder that exists is complete
+        log.print(f"generating {contacts:,} contacts ({shape}) into {path}")
+        synth.write_audience(path, contacts, seed=seed, shape=shape)
     return path
 
 
-def start_receiver(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
-    cmd = [sys.executable, "-m", "hookcast.cluster.testbed.sink", "--port", "0"]
-    if args.fail_rate:
-        cmd += ["--fail-rate", str(args.fail_rate)]
-    if args.latency_ms:
-        cmd += ["--latency-ms", str(args.latency_ms)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline() if proc.stdout else ""
-    if not line.startswith("listening on "):
-        stop_process(proc)
-        raise RuntimeError(f"the receiver did not start; it printed {line!r}")
-    return proc, line.split()[-1]
+# -- the receiver ----------------------------------------------------------------------------
+
+
+class Receiver:
+    """The receiver, a process of its own: its counters, reset, CPU and memory."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        cmd = [sys.executable, "-m", "hookcast.cluster.testbed.sink", "--port", "0"]
+        if args.fail_rate:
+            cmd += ["--fail-rate", str(args.fail_rate)]
+        if args.latency_ms:
+            cmd += ["--latency-ms", str(args.latency_ms)]
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line.startswith("listening on "):
+            stop_process(self.proc)
+            raise BenchError(f"the receiver did not start; it printed {line!r}")
+        self.url = line.split()[-1]
+        self.base = self.url.rsplit("/", 1)[0]
+        self.process = psutil.Process(self.proc.pid)
+
+    def stats(self) -> dict[str, Any]:
+        return httpx.get(f"{self.base}/_stats").json()
+
+    def reset(self) -> None:
+        httpx.post(f"{self.base}/_reset").raise_for_status()
+
+    def cpu_s(self) -> float:
+        times = self.process.cpu_times()
+        return times.user + times.system
+
+    def rss(self) -> int:
+        return self.process.memory_info().rss
+
+    def stop(self) -> None:
+        stop_process(self.proc)
 
 
 def stop_process(proc: subprocess.Popen[str]) -> None:
@@ -68,78 +149,171 @@ def stop_process(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def sample_tree(root: psutil.Process, seen: dict[int, psutil.Process]) -> tuple[int, int, str]:
-    """RSS in bytes of `root` and its descendants: (sum, largest, the largest's name)."""
-    try:
-        tree = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0, 0, ""
-    sizes = []
-    for proc in tree:  # any of them may exit mid-sample
-        seen.setdefault(proc.pid, proc)
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-            sizes.append((proc.memory_info().rss, proc.name()))
-    largest = max(sizes, default=(0, ""))
-    return sum(rss for rss, _ in sizes), *largest
+# -- one run ---------------------------------------------------------------------------------
 
 
-def run_sampled(cmd: list[str], receiver: psutil.Process, stderr_log: Path) -> dict[str, Any]:
-    """Run `cmd` to its exit, timing it and sampling the RSS of its process tree."""
-    peak_total = peak_single = peak_receiver = 0
-    largest = ""
-    seen: dict[int, psutil.Process] = {}
+def process_kind(proc: psutil.Process, root_pid: int) -> str:
+    """What a process of the tree is: driver, raylet, gcs, a Ray worker by its title
+    (``ray::Sender``, ``ray::IDLE``; the method a worker runs is dropped), else its name."""
+    if proc.pid == root_pid:
+        return "driver"
+    name = proc.name()
+    args = proc.cmdline()
+    title = args[0] if args else name
+    if name == "raylet" or title.endswith("/raylet"):
+        return "raylet"
+    if name.startswith("gcs_server") or title.endswith("/gcs_server"):
+        return "gcs"
+    if title.startswith("ray::"):
+        return title.split()[0].split(".")[0]
+    # A Python helper by what it runs: `python3 -m hookcast.cluster.watchdog`, `python agent.py`.
+    modules = [m for flag, m in itertools.pairwise(args) if flag == "-m"]
+    scripts = [os.path.basename(a) for a in args[1:] if a.endswith(".py")]
+    return " ".join([name, *(modules or scripts)[:1]])
+
+
+class ProcessTree:
+    """CPU and memory of a process and its descendants, sampled with psutil.
+
+    Each sample records, per pid, its own user+system CPU seconds (never its children's, so
+    nothing counts twice), its kind and its RSS. A process that exits between two samples
+    loses what it used after its last one; ``cpu_s`` makes up for the root's waited-for
+    descendants with the root's cumulative children's times (see ``finish``)."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.known: dict[int, psutil.Process] = {}
+        self.cpu: dict[int, float] = {}
+        self.kind: dict[int, str] = {}
+        self.peak_total = self.peak_single = 0
+        self.largest = ""
+        self.root_cumulative_s = 0.0
+
+    def sample(self, procs: Iterable[psutil.Process] | None = None) -> None:
+        if procs is None:
+            try:
+                procs = [self.root, *self.root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+        total = 0
+        for proc in procs:  # any of them may exit mid-sample
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied), proc.oneshot():
+                rss = proc.memory_info().rss
+                times = proc.cpu_times()
+                kind = process_kind(proc, self.root.pid)
+                self.known.setdefault(proc.pid, proc)
+                self.cpu[proc.pid] = times.user + times.system
+                self.kind[proc.pid] = kind
+                total += rss
+                if rss > self.peak_single:
+                    self.peak_single, self.largest = rss, kind
+        self.peak_total = max(self.peak_total, total)
+
+    def finish(self) -> None:
+        """Read the root once it has exited, before it is reaped: its own CPU seconds, and
+        its children's cumulative times (every descendant it waited for, with theirs)."""
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = self.root.cpu_times()
+            self.cpu[self.root.pid] = times.user + times.system
+            self.kind[self.root.pid] = "driver"
+            self.root_cumulative_s = (
+                times.user + times.system + times.children_user + times.children_system
+            )
+
+    def alive_descendants(self) -> list[psutil.Process]:
+        return [p for pid, p in self.known.items() if pid != self.root.pid and p.is_running()]
+
+    @property
+    def sampled_cpu_s(self) -> float:
+        return sum(self.cpu.values())
+
+    @property
+    def cpu_s(self) -> float:
+        return max(self.sampled_cpu_s, self.root_cumulative_s)
+
+    def cpu_by_kind(self) -> dict[str, float]:
+        kinds: dict[str, float] = {}
+        for pid, seconds in self.cpu.items():
+            kinds[self.kind[pid]] = kinds.get(self.kind[pid], 0.0) + seconds
+        missed = self.cpu_s - self.sampled_cpu_s
+        if missed > 0.005:
+            kinds["not sampled (reaped by the root)"] = missed
+        return dict(sorted(kinds.items(), key=lambda item: -item[1]))
+
+
+def run_sampled(cmd: list[str], receiver: Receiver, stderr_log: Path) -> dict[str, Any]:
+    """Run ``cmd`` to its exit: wall time, the CPU and memory of its process tree, and the
+    receiver's CPU meanwhile. Processes of the tree still alive 5 s after the exit are
+    reported (they would skew the next run)."""
+    peak_receiver = 0
+    exited = threading.Event()
     with tempfile.TemporaryFile("w+") as stdout, stderr_log.open("w") as stderr:
+        receiver_cpu_before = receiver.cpu_s()
+        started_at = time.time()  # the receiver's clock, for the time to first request
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=stdout, stderr=stderr, text=True)
-        root = psutil.Process(proc.pid)
+        tree = ProcessTree(proc.pid)
+        exit_at: list[float] = []
+
+        def wait_for_exit() -> None:
+            # WNOWAIT leaves the process a zombie, so its times can still be read.
+            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+            exit_at.append(time.perf_counter())
+            exited.set()
+
+        threading.Thread(target=wait_for_exit, daemon=True).start()
         while True:
-            total, single, name = sample_tree(root, seen)
-            peak_total = max(peak_total, total)
-            if single > peak_single:
-                peak_single, largest = single, name
-            peak_receiver = max(peak_receiver, receiver.memory_info().rss)
-            try:
-                exit_code = proc.wait(SAMPLE_S)  # returns within ~50 ms of the exit
+            tree.sample()
+            peak_receiver = max(peak_receiver, receiver.rss())
+            if exited.wait(SAMPLE_S):
                 break
-            except subprocess.TimeoutExpired:
-                pass
-        wall_s = time.perf_counter() - started
+        tree.finish()
+        exit_code = proc.wait()
+        wall_s = exit_at[0] - started
+        deadline = time.monotonic() + LEFTOVER_WAIT_S
+        while (alive := tree.alive_descendants()) and time.monotonic() < deadline:
+            tree.sample(alive)
+            time.sleep(SAMPLE_S)
+        receiver_cpu_s = receiver.cpu_s() - receiver_cpu_before
         stdout.seek(0)
         output = stdout.read()
-    # Ray processes that outlive the run would eat CPU from the next one: report them.
-    orphans = [p for pid, p in seen.items() if pid != proc.pid]
-    _, alive = psutil.wait_procs(orphans, timeout=5)
     return {
         "exit_code": exit_code,
+        "started_at": started_at,
         "wall_s": wall_s,
         "summary": parse_summary(output),
-        "peak_total_rss_mb": peak_total / MB,
-        "peak_single_rss_mb": peak_single / MB,
-        "largest_process": largest,
+        "cpu_s": tree.cpu_s,
+        "cpu_s_sampled": tree.sampled_cpu_s,
+        "cpu_s_root_cumulative": tree.root_cumulative_s,
+        "cpu_by_kind": tree.cpu_by_kind(),
+        "peak_total_rss_mb": tree.peak_total / MB,
+        "peak_single_rss_mb": tree.peak_single / MB,
+        "largest_process": tree.largest,
+        "processes": len(tree.known),
+        "receiver_cpu_s": receiver_cpu_s,
         "receiver_peak_rss_mb": peak_receiver / MB,
-        "processes": len(seen),
         "leftover_pids": [p.pid for p in alive],
     }
 
 
 def parse_summary(text: str) -> dict[str, Any]:
-    """The one JSON object the tool printed; {} when it printed none (it crashed)."""
+    """The one JSON object the route printed; {} when it printed none (it crashed)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
         return {}
 
 
-def measure(
-    cmd: list[str], contacts: int, url: str, receiver: psutil.Process, log_path: Path
-) -> dict[str, Any]:
-    """Run one side, then verify what the receiver got and reset it."""
+def measure(cmd: list[str], contacts: int, receiver: Receiver, log_path: Path) -> dict[str, Any]:
+    """Run one route on a freshly reset receiver, then check what the receiver got."""
+    receiver.reset()
     run = run_sampled(cmd, receiver, log_path)
-    base = url.rsplit("/", 1)[0]
-    stats = httpx.get(f"{base}/_stats").json()
-    httpx.post(f"{base}/_reset").raise_for_status()
+    stats = receiver.stats()
+    receiver.reset()
     summary, wall_s = run.pop("summary"), run["wall_s"]
     sent = summary.get("contacts", 0)
+    first, last = stats.get("first_request_at"), stats.get("last_request_at")
+    window = None if first is None or last is None else last - first
     run.update(
         contacts=sent,
         requests=summary.get("requests", 0),
@@ -147,6 +321,9 @@ def measure(
         own_contacts_per_s=summary.get("contacts_per_s"),
         contacts_per_s=sent / wall_s,
         requests_per_s=summary.get("requests", 0) / wall_s,
+        time_to_first_request_s=None if first is None else first - run["started_at"],
+        send_window_s=window,
+        sending_rate=stats["contacts"] / window if window else None,
         receiver=stats,
         verified=run["exit_code"] == 0
         and sent == contacts
@@ -157,16 +334,16 @@ def measure(
     return run
 
 
-def baseline_command(source: Path, url: str, args: argparse.Namespace) -> list[str]:
+def peer_command(route: str, source: Path, url: str, args: argparse.Namespace) -> list[str]:
     return [
-        *(sys.executable, str(BENCH_DIR / "baseline.py"), "--source", str(source)),
+        *(sys.executable, str(ROUTE_SCRIPTS[route]), "--source", str(source)),
         *("--url", url, "--batch-size", str(args.batch_size)),
         *("--concurrency", str(args.concurrency), "--json"),
     ]
 
 
 def hookcast_command(work: Path, source: Path, url: str, args: argparse.Namespace) -> list[str]:
-    job = load_test_job(
+    job = synth.load_test_job(
         "bench",
         url,
         source,
@@ -179,55 +356,120 @@ def hookcast_command(work: Path, source: Path, url: str, args: argparse.Namespac
     return [str(hookcast), "run", str(work / "job.yaml"), "--json", "--state-dir", str(work)]
 
 
-def measure_hookcast(
-    args: argparse.Namespace, source: Path, contacts: int, url: str, receiver: psutil.Process
+def measure_route(
+    route: str,
+    args: argparse.Namespace,
+    source: Path,
+    contacts: int,
+    receiver: Receiver,
+    log_path: Path,
 ) -> dict[str, Any]:
+    if route != "hookcast":
+        return measure(
+            peer_command(route, source, receiver.url, args), contacts, receiver, log_path
+        )
     with tempfile.TemporaryDirectory(prefix="hookcast-bench-") as work:
-        cmd = hookcast_command(Path(work), source, url, args)
-        return measure(cmd, contacts, url, receiver, args.out / f"hookcast-{contacts}.log")
+        cmd = hookcast_command(Path(work), source, receiver.url, args)
+        return measure(cmd, contacts, receiver, log_path)
+
+
+# -- reports ---------------------------------------------------------------------------------
+
+
+def spread(values: Sequence[float | None]) -> dict[str, float] | None:
+    """Median, min and max of the values that are not None (None when there are none)."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return None
+    return {"median": statistics.median(known), "min": min(known), "max": max(known)}
+
+
+def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Median, min and max of every figure over one route's repeats."""
+    summary: dict[str, Any] = {key: spread([r.get(key) for r in runs]) for _, key, _ in METRICS}
+    kinds = sorted({kind for r in runs for kind in r["cpu_by_kind"]})
+    summary["cpu_by_kind"] = {
+        k: spread([r["cpu_by_kind"].get(k, 0.0) for r in runs]) for k in kinds
+    }
+    summary["verified"] = sum(r["verified"] for r in runs)
+    return summary
+
+
+def ratios(runs: dict[str, list[dict[str, Any]]], summary: dict[str, Any]) -> dict[str, Any]:
+    """The RATIOS whose two routes both ran: of the medians, and per repeat (the routes of
+    one repeat ran back to back, so their ratio is the least disturbed by the machine)."""
+    found: dict[str, Any] = {}
+    for label, top, below, key in RATIOS:
+        if top not in runs or below not in runs:
+            continue
+        a, b = summary[top][key], summary[below][key]
+        if a is None or b is None or not b["median"]:
+            continue
+        pairs = zip(runs[top], runs[below], strict=True)
+        found[label] = {
+            "value": a["median"] / b["median"],
+            "per_repeat": [x[key] / y[key] if x[key] and y[key] else None for x, y in pairs],
+        }
+    return found
 
 
 def compare(
-    args: argparse.Namespace, url: str, receiver: psutil.Process, log: Console
+    args: argparse.Namespace, size: int, receiver: Receiver, log: Console
 ) -> dict[str, Any]:
-    source = ensure_audience(args.out, args.contacts, args.seed, log)
-    runs: dict[str, dict[str, Any]] = {}
-    if not args.skip_baseline:
-        log.print(f"running the baseline on {args.contacts:,} contacts")
-        cmd = baseline_command(source, url, args)
-        log_path = args.out / f"baseline-{args.contacts}.log"
-        runs["baseline"] = measure(cmd, args.contacts, url, receiver, log_path)
-    log.print(f"running hookcast on {args.contacts:,} contacts")
-    runs["hookcast"] = measure_hookcast(args, source, args.contacts, url, receiver)
-    ratios = {}
-    if "baseline" in runs and runs["baseline"]["contacts_per_s"]:
-        speedup = runs["hookcast"]["contacts_per_s"] / runs["baseline"]["contacts_per_s"]
-        ratios["hookcast/baseline contacts/s (end to end)"] = speedup
-    title = f"{args.contacts:,} contacts, batch {args.batch_size}, concurrency {args.concurrency}"
-    ok = all(r["verified"] for r in runs.values())
-    return {"title": title, "runs": runs, "ratios": ratios, "ok": ok}
-
-
-def sweep_memory(
-    args: argparse.Namespace, url: str, receiver: psutil.Process, log: Console
-) -> dict[str, Any]:
-    sizes = sorted(int(s) for s in args.memory_sweep.split(","))
-    runs: dict[str, dict[str, Any]] = {}
-    for size in sizes:
-        source = ensure_audience(args.out, size, args.seed, log)
-        log.print(f"running hookcast on {size:,} contacts")
-        runs[f"{size:,}"] = measure_hookcast(args, source, size, url, receiver)
-    smallest, largest = runs[f"{sizes[0]:,}"], runs[f"{sizes[-1]:,}"]
-    growth = largest["peak_total_rss_mb"] / smallest["peak_total_rss_mb"]
-    ratios = {
-        f"peak total RSS {sizes[-1]:,} / {sizes[0]:,} (target <= {SWEEP_TARGET})": growth,
-        f"peak single-process RSS {sizes[-1]:,} / {sizes[0]:,}": (
-            largest["peak_single_rss_mb"] / smallest["peak_single_rss_mb"]
-        ),
+    """Every route, ``--repeats`` times, interleaved, on one audience of ``size`` contacts."""
+    source = ensure_audience(args.out, size, args.shape, args.seed, log)
+    runs: dict[str, list[dict[str, Any]]] = {route: [] for route in args.routes}
+    for repeat in range(1, args.repeats + 1):
+        for route in args.routes:
+            log.print(f"{size:,} contacts: {route}, run {repeat} of {args.repeats}")
+            log_path = args.out / f"{route}-{size}-{args.shape}-{repeat}.log"
+            run = measure_route(route, args, source, size, receiver, log_path)
+            run["repeat"] = repeat
+            runs[route].append(run)
+    summary = {route: summarise(route_runs) for route, route_runs in runs.items()}
+    title = (
+        f"{size:,} contacts ({args.shape}), batch {args.batch_size}, concurrency "
+        f"{args.concurrency}, {args.repeats} interleaved run(s) per route"
+    )
+    ok = all(r["verified"] for route_runs in runs.values() for r in route_runs)
+    return {
+        "title": title,
+        "contacts": size,
+        "shape": args.shape,
+        "audience": str(source),
+        "runs": runs,
+        "summary": summary,
+        "ratios": ratios(runs, summary),
+        "ok": ok,
     }
-    title = f"hookcast memory sweep, batch {args.batch_size}, concurrency {args.concurrency}"
-    ok = all(r["verified"] for r in runs.values()) and growth <= SWEEP_TARGET
-    return {"title": title, "runs": runs, "ratios": ratios, "ok": ok}
+
+
+def sweep_memory(args: argparse.Namespace, receiver: Receiver, log: Console) -> dict[str, Any]:
+    """hookcast alone, once per size: does its peak memory grow with the audience?"""
+    sizes = sorted(int(s) for s in args.memory_sweep.split(","))
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for size in sizes:
+        source = ensure_audience(args.out, size, args.shape, args.seed, log)
+        log.print(f"running hookcast on {size:,} contacts")
+        log_path = args.out / f"hookcast-{size}-{args.shape}-sweep.log"
+        runs[f"{size:,}"] = [measure_route("hookcast", args, source, size, receiver, log_path)]
+    smallest, largest = runs[f"{sizes[0]:,}"][0], runs[f"{sizes[-1]:,}"][0]
+    growth = largest["peak_total_rss_mb"] / smallest["peak_total_rss_mb"]
+    found = {
+        f"peak total RSS {sizes[-1]:,} / {sizes[0]:,} (target <= {SWEEP_TARGET})": {
+            "value": growth
+        },
+        f"peak single-process RSS {sizes[-1]:,} / {sizes[0]:,}": {
+            "value": largest["peak_single_rss_mb"] / smallest["peak_single_rss_mb"]
+        },
+    }
+    title = (
+        f"hookcast memory sweep ({args.shape}), batch {args.batch_size}, "
+        f"concurrency {args.concurrency}"
+    )
+    ok = all(r[0]["verified"] for r in runs.values()) and growth <= SWEEP_TARGET
+    summary = {size: summarise(size_runs) for size, size_runs in runs.items()}
+    return {"title": title, "runs": runs, "summary": summary, "ratios": found, "ok": ok}
 
 
 def describe_machine() -> dict[str, Any]:
@@ -242,77 +484,180 @@ def describe_machine() -> dict[str, Any]:
     }
 
 
-def print_report(report: dict[str, Any], console: Console) -> None:
-    runs = report["runs"]
+def cell(figures: dict[str, float] | None, fmt: str, repeats: int) -> str:
+    """The median, and the min and max when there were several runs."""
+    if figures is None:
+        return "-"
+    text = fmt.format(figures["median"])
+    if repeats > 1:
+        text += f" ({fmt.format(figures['min'])}–{fmt.format(figures['max'])})"
+    return text
+
+
+def print_size(report: dict[str, Any], console: Console) -> None:
+    summary = report["summary"]
+    repeats = max(len(runs) for runs in report["runs"].values())
     table = Table(title=report["title"])
-    table.add_column("")
-    for name in runs:
+    table.add_column("median (min–max)" if repeats > 1 else "")
+    for name in summary:
         table.add_column(name, justify="right")
-    rows = [
-        ("contacts", "contacts", "{:,}"),
-        ("requests", "requests", "{:,}"),
-        ("wall s (end to end)", "wall_s", "{:.2f}"),
-        ("own duration s", "own_duration_s", "{:.2f}"),
-        ("contacts/s (end to end)", "contacts_per_s", "{:,.0f}"),
-        ("contacts/s (own timer)", "own_contacts_per_s", "{:,.0f}"),
-        ("requests/s (end to end)", "requests_per_s", "{:,.1f}"),
-        ("peak total RSS MB", "peak_total_rss_mb", "{:,.0f}"),
-        ("peak single-process RSS MB", "peak_single_rss_mb", "{:,.0f}"),
-        ("largest process", "largest_process", "{}"),
-        ("processes seen", "processes", "{}"),
-        ("receiver peak RSS MB (not counted)", "receiver_peak_rss_mb", "{:,.0f}"),
-    ]
-    for label, key, fmt in rows:
-        cells = [("-" if r.get(key) is None else fmt.format(r[key])) for r in runs.values()]
-        table.add_row(label, *cells)
-    table.add_row("all verified", *("yes" if r["verified"] else "NO" for r in runs.values()))
+    for label, key, fmt in METRICS:
+        table.add_row(label, *(cell(s[key], fmt, repeats) for s in summary.values()))
+        if key == "peak_single_rss_mb":
+            largest = (
+                max(runs, key=lambda r: r["peak_single_rss_mb"])["largest_process"]
+                for runs in report["runs"].values()
+            )
+            table.add_row("  largest process", *largest)
+        if key == "cpu_s":
+            kinds = sorted({k for s in summary.values() for k in s["cpu_by_kind"]})
+            for kind in kinds:
+                cells = (
+                    cell(s["cpu_by_kind"].get(kind), "{:.2f}", repeats) for s in summary.values()
+                )
+                table.add_row(f"  CPU s: {kind}", *cells)
+    table.add_row(
+        "all verified",
+        *(
+            f"{s['verified']}/{len(report['runs'][name])}"
+            if s["verified"] < len(report["runs"][name])
+            else "yes"
+            for name, s in summary.items()
+        ),
+    )
     console.print(table)
-    for label, value in report["ratios"].items():
-        console.print(f"{label}: [bold]{value:.2f}[/bold]")
+    for label, ratio in report["ratios"].items():
+        per_repeat = ratio.get("per_repeat")
+        detail = ""
+        if per_repeat and len(per_repeat) > 1:
+            detail = (
+                " (per run: "
+                + ", ".join("-" if r is None else f"{r:.2f}" for r in per_repeat)
+                + ")"
+            )
+        console.print(f"{label}: [bold]{ratio['value']:.2f}[/bold]{detail}")
+    for name, runs in report["runs"].items():
+        for run in runs:
+            if not run["verified"] or run["leftover_pids"]:
+                console.print(
+                    f"[red]{name}: exit {run['exit_code']}, receiver {run['receiver']},"
+                    f" leftover processes {run['leftover_pids']}; stderr in"
+                    f" {run['stderr_log']}[/red]"
+                )
+
+
+def print_report(report: dict[str, Any], console: Console) -> None:
+    for size_report in report["sizes"]:
+        print_size(size_report, console)
     m = report["machine"]
     console.print(
         f"machine: {m['cpus']} CPUs, {m['processor']}, {m['system']}, {m['memory_gib']} GiB,"
         f" Python {m['python']}; " + ", ".join(f"{name} {v}" for name, v in m["versions"].items())
     )
-    for name, run in runs.items():
-        if not run["verified"] or run["leftover_pids"]:
-            console.print(
-                f"[red]{name}: exit {run['exit_code']}, receiver {run['receiver']},"
-                f" leftover processes {run['leftover_pids']}; stderr in {run['stderr_log']}[/red]"
-            )
+    console.print(
+        "CPU s: user+system of the route's process and every descendant (see bench/README.md)"
+    )
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def parse_list(text: str, item: Callable[[str], Any], what: str) -> list[Any]:
+    try:
+        values = [item(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{what} {text!r}: give comma-separated values, e.g. 1000000,10000000"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"{what} {text!r} is empty")
+    return values
+
+
+def sizes(text: str) -> list[int]:
+    values = parse_list(text, lambda n: int(n.replace("_", "")), "--contacts")
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"--contacts {text}: every size must be 1 or more")
+    return values
+
+
+def routes(text: str) -> list[str]:
+    values = parse_list(text, str, "--routes")
+    unknown = [v for v in values if v not in ROUTES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"--routes {text}: unknown {', '.join(unknown)}; use some of {', '.join(ROUTES)}"
+        )
+    return list(dict.fromkeys(values))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--contacts", type=int, default=1_000_000)
+    parser.add_argument(
+        "--contacts", type=sizes, default=[1_000_000], metavar="N[,N…]", help="audience sizes"
+    )
+    parser.add_argument(
+        "--routes",
+        type=routes,
+        default=list(ROUTES),
+        metavar="R[,R…]",
+        help=f"which routes to run, in this order within a repeat ({','.join(ROUTES)})",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each route per size")
+    parser.add_argument("--shape", default="cdp", help="synthetic audience shape (synth.SHAPES)")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0, help="synthetic audience seed")
-    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--skip-baseline", action="store_true", help="same as --routes hookcast")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "out", help="audiences, logs")
     parser.add_argument(
         "--memory-sweep", metavar="N,N,...", help="run only hookcast at each size; compare RSS"
     )
-    # Faults and limits (use with --skip-baseline: the baseline has no rate limit).
+    # Faults and limits (with --routes hookcast: the peers have no rate limit).
     parser.add_argument("--fail-rate", type=float, default=0.0, help="receiver answers 500")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="receiver delay")
     parser.add_argument("--rps", type=float, default=None, help="hookcast's requests_per_second")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats {args.repeats}: give 1 or more")
+    if args.skip_baseline:
+        args.routes = ["hookcast"]
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    log = Console(stderr=True)  # progress goes to stderr so --json output stays clean
+    problem = shape_problem(args.shape)
+    if problem is not None:
+        log.print(f"[red]{problem}[/red]")
+        return 2
     args.out = args.out.resolve()  # the subprocesses run in the repository, not here
     args.out.mkdir(parents=True, exist_ok=True)
-    log = Console(stderr=True)  # progress goes to stderr so --json output stays clean
-    receiver, url = start_receiver(args)
     try:
-        run_all = sweep_memory if args.memory_sweep else compare
-        report = run_all(args, url, psutil.Process(receiver.pid), log)
+        receiver = Receiver(args)
+    except BenchError as exc:
+        log.print(f"[red]{exc}[/red]")
+        return 2
+    try:
+        if args.memory_sweep:
+            reports = [sweep_memory(args, receiver, log)]
+        else:
+            reports = [compare(args, size, receiver, log) for size in args.contacts]
     finally:
-        stop_process(receiver)
-    report["machine"] = describe_machine()
+        receiver.stop()
+    options = {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in vars(args).items()
+        if k != "skip_baseline"
+    }
+    report = {
+        "options": options,
+        "sizes": reports,
+        "machine": describe_machine(),
+        "ok": all(r["ok"] for r in reports),
+    }
     if args.json:
         print(json.dumps(report))
     else:

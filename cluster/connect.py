@@ -6,7 +6,9 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import ray
 from ray._private import ray_constants
@@ -61,7 +63,7 @@ def connect(
             os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "1") != "0"
         )
         _check_reachable(address)
-        context = ray.init(address=address, **quiet)
+        context = _init_remote(address, quiet)
         if dashboard and context.dashboard_url:
             return f"Ray cluster at {address}, dashboard at http://{context.dashboard_url}"
         return f"Ray cluster at {address}"
@@ -83,6 +85,29 @@ def connect(
     if dashboard and context.dashboard_url:
         return f"embedded local Ray, dashboard at http://{context.dashboard_url}"
     return "embedded local Ray (127.0.0.1)"
+
+
+def _init_remote(address: str, options: dict) -> Any:
+    """``ray.init`` on a cluster. A Ray Client head starts one server process per client;
+    on a busy head that process can die starting up, and the next one usually comes up:
+    one more try, then a ClusterError that says where the head logs why."""
+    try:
+        return ray.init(address=address, **options)
+    except ConnectionAbortedError as exc:
+        if "client server failed" not in str(exc):
+            raise
+        logger.warning("the Ray Client server at %s failed to start; trying again", address)
+    with contextlib.suppress(Exception):
+        ray.shutdown()
+    time.sleep(1.0)
+    try:
+        return ray.init(address=address, **options)
+    except ConnectionAbortedError as exc:
+        raise ClusterError(
+            f"--address {address}: the Ray Client server on the head did not start "
+            f"({str(exc).strip().splitlines()[-1]}); the head logs why in "
+            "ray_client_server_<port>.err among its session logs."
+        ) from None
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

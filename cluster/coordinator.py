@@ -54,8 +54,11 @@ class DeliverySettings:
     max_in_flight: int = 8
     requests_per_second: float | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    prefetch_batches: int = 16  # the segment never runs further ahead of the senders
-    chunk_batches: int = 4  # batches per Ray call when no request rate is set
+    prefetch_batches: int = 16  # the segment runs this far ahead, or 2 chunks if more
+    chunk_batches: int = 4  # batches per sender call when no request rate is set
+    # Batches per segment chunk, one object in Ray's store: storing an object costs ~1.5 ms
+    # whatever its size (measured), so a chunk holds many batches (compile: ~16k contacts).
+    stream_batches: int = 32
     token_wait_s: float = 2.0  # before asking again for a batch that got no token
     slot_lead_s: float = 0.1  # how early a rate-limited request is handed to its sender
     poll_s: float = 0.02
@@ -159,6 +162,9 @@ class Coordinator:
         self.limiter = RateLimiter(settings.requests_per_second, clock=clock.monotonic)
         self.per_call = 1 if settings.requests_per_second else settings.chunk_batches
         self.per_call = max(1, min(self.per_call, settings.max_in_flight))
+        # A chunk goes to one sender: a small run still makes 4 chunks for each of them.
+        spread = -(-len(seqs) // (4 * pool.size))
+        self.per_chunk = max(self.per_call, min(settings.stream_batches, spread))
         # With a rate, requests leave early and wait at their sender for their slot.
         self.lead_s = settings.slot_lead_s if settings.requests_per_second else 0.0
         self.rng = rng or random.Random()
@@ -176,8 +182,8 @@ class Coordinator:
 
     def run(self) -> RunStatus:
         """Deliver until every wanted batch has an outcome, or the run is stopped."""
-        window = max(2, self.settings.prefetch_batches // self.per_call)
-        stream = self.pool.chunks(self.seqs, self.per_call, window)
+        window = max(2, -(-self.settings.prefetch_batches // self.per_chunk))
+        stream = self.pool.chunks(self.seqs, self.per_chunk, window)
         stream_done = not self.seqs
         while not self.stop_now.is_set():
             stopping = self.stop.is_set() or self.gone is not None or self.aborted is not None
@@ -223,6 +229,8 @@ class Coordinator:
         if self.aborted is not None:
             raise RunAbortedError(self.aborted)
         stopped = self.stop.is_set() or self.stop_now.is_set()
+        if stopped:
+            self._waiting_back_to_planned()
         if stopped and self.gone is None and self._unfinished():
             return RunStatus.INTERRUPTED
         if self.gone is not None:
@@ -231,10 +239,11 @@ class Coordinator:
         return RunStatus.SUCCEEDED if self._all_delivered() else RunStatus.FAILED
 
     def _unpack(self, chunk: Chunk) -> None:
-        """A chunk from the segment holds the next ``per_call`` wanted batches."""
+        """A chunk from the segment holds the next ``per_chunk`` wanted batches; they all go
+        to one sender, which has the chunk at hand for each of its calls."""
         sender = self._next_sender % self.pool.size
         self._next_sender += 1
-        for seq in itertools.islice(self._upcoming, self.per_call):
+        for seq in itertools.islice(self._upcoming, self.per_chunk):
             self.ready.append(_Attempt(seq, self.keys[seq], chunk, 1, sender))
 
     def _due_retry(self) -> _Attempt | None:
@@ -362,6 +371,16 @@ class Coordinator:
             attempt.seq, attempt.key, attempt.chunk, number, attempt.sender, attempt.sent_at_ms
         )
         heapq.heappush(self.retries, (self.clock.monotonic() + delay_s, attempt.seq, retry))
+
+    def _waiting_back_to_planned(self) -> None:
+        """A stopped run's batches that wait for a retry (after an answer, or handed back
+        unsent) are not in flight: the ledger shows them planned, with the attempts used."""
+        self._updates.extend(
+            BatchUpdate(a.seq, BatchStatus.PLANNED, self._in_ledger(a) - 1, None, None, None)
+            for _, _, a in self.retries
+        )
+        self.retries.clear()
+        self._flush()
 
     def _skip_rest(self, stream_done: bool) -> None:
         pending = [a.seq for _, _, a in self.retries] + [a.seq for a in self.ready]

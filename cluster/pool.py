@@ -45,7 +45,7 @@ CallOutcome = Answered | SenderLost | ChunkFailed
 
 
 class Chunks(Protocol):
-    """The segment's chunks for a run, in order, each holding the next ``per_call`` batches."""
+    """The segment's chunks for a run, in order, each holding the next ``per_chunk`` batches."""
 
     def next_ready(self) -> bool:
         """True when the next chunk can be taken without waiting."""
@@ -62,8 +62,8 @@ class SenderPool(Protocol):
     @property
     def size(self) -> int: ...
 
-    def chunks(self, seqs: Sequence[int], per_call: int, window: int) -> Chunks:
-        """Open the stream of chunks holding batches ``seqs`` (sorted), ``per_call`` batches
+    def chunks(self, seqs: Sequence[int], per_chunk: int, window: int) -> Chunks:
+        """Open the stream of chunks holding batches ``seqs`` (sorted), ``per_chunk`` batches
         a chunk, at most ``window`` chunks prepared ahead of the coordinator."""
 
     def submit(self, sender: int, chunk: Chunk, orders: Sequence[BatchOrder]) -> Call:

@@ -35,7 +35,7 @@ class ChunkStream:
     A pull, not a streaming generator, because Ray Client (``--address ray://``) cannot carry
     streaming generators (measured: same speed here). Calls to one actor run in order, so
     the stream is opened before the first pull; the segment yields exactly one chunk per
-    ``per_call`` wanted batches, so the number of pulls is known. The chunks stay in the
+    ``per_chunk`` wanted batches, so the number of pulls is known. The chunks stay in the
     object store: this process holds only their references."""
 
     def __init__(
@@ -43,14 +43,14 @@ class ChunkStream:
         segment: ray.actor.ActorHandle,
         frozen: ray.ObjectRef,
         seqs: Sequence[int],
-        per_call: int,
+        per_chunk: int,
         window: int,
     ) -> None:
         self._segment = segment
-        self._left = -(-len(seqs) // per_call)  # pulls not yet made
+        self._left = -(-len(seqs) // per_chunk)  # pulls not yet made
         self._pending: collections.deque[ray.ObjectRef] = collections.deque()
         if self._left:
-            segment.open_stream.remote(frozen, list(seqs), per_call)
+            segment.open_stream.remote(frozen, list(seqs), per_chunk)
         for _ in range(min(window, self._left)):
             self._pull()
 
@@ -89,7 +89,7 @@ class RaySenderPool:
         return len(self.senders)
 
     def freeze(self) -> pa.Array:
-        """The run's audience, frozen by the segment: its sorted ids. Bad input raises the
+        """The run's audience, frozen by the segment: its ids in source order. Bad input raises the
         segment's own JobError."""
         try:
             return ray.get(self.segment.freeze.remote())
@@ -105,10 +105,10 @@ class RaySenderPool:
         once and break the endpoint's rate limit."""
         ray.get([sender.__ray_ready__.remote() for sender in self.senders])
 
-    def chunks(self, seqs: Sequence[int], per_call: int, window: int) -> ChunkStream:
+    def chunks(self, seqs: Sequence[int], per_chunk: int, window: int) -> ChunkStream:
         if self._frozen is None:
             raise RuntimeError("use_audience() must come before chunks()")
-        return ChunkStream(self.segment, self._frozen, seqs, per_call, window)
+        return ChunkStream(self.segment, self._frozen, seqs, per_chunk, window)
 
     def submit(self, sender: int, chunk: ray.ObjectRef, orders: Sequence[BatchOrder]):
         return self.senders[sender].deliver.remote(chunk, list(orders))

@@ -22,6 +22,12 @@ SLOW_MODULES = frozenset(
         "tests/integration/test_remote_source.py",
         "tests/integration/test_scheduler.py",
         "tests/cli/test_loadtest.py",
+        # Whole CLI runs under kills and signals, token lifetimes, the embedded head's
+        # processes: ~3 minutes between them on 2 cores.
+        "tests/integration/test_delivery.py",
+        "tests/integration/test_auth.py",
+        "tests/integration/test_embedded.py",
+        "tests/cli/test_signals.py",
     }
 )
 

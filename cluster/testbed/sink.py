@@ -4,8 +4,9 @@ A raw ASGI app served by uvicorn (httptools and uvloop when installed). Every PO
 a control path is a broadcast: a JSON list whose elements carry ``contact.id``. What the sink
 answers is decided per request by a *behaviour*; what arrived is kept by a `Recorder`.
 
-Control paths: ``GET /_stats`` (and ``GET /``) answer `Recorder.snapshot`; ``POST /_reset``
-clears the recorder. Every answer is ``application/json``.
+Control paths: ``GET /_stats`` (and ``GET /``) answer `Recorder.snapshot` (counts, and the wall
+clock of the first and last request); ``POST /_reset`` clears the recorder. Every answer is
+``application/json``.
 """
 
 from __future__ import annotations
@@ -126,6 +127,8 @@ class Recorder:
             self._statuses: Counter[int] = Counter()
             self._ids: set[int] = set()
             self._arrivals: list[Arrival] = []
+            self._first_at: float | None = None
+            self._last_at: float | None = None
 
     def next_n(self) -> int:
         """Number the next arrival: 1, 2, … since the last reset."""
@@ -134,7 +137,12 @@ class Recorder:
             return self._n
 
     def record(self, arrival: Arrival, n_bytes: int) -> None:
+        # Wall-clock arrival time, so a benchmark can subtract another process's start time.
+        arrived_at = time.time() - (time.monotonic() - arrival.t)
         with self._lock:
+            if self._first_at is None:
+                self._first_at = arrived_at
+            self._last_at = arrived_at if self._last_at is None else max(self._last_at, arrived_at)
             self._requests += 1
             self._bytes += n_bytes
             self._statuses[arrival.status] += 1
@@ -186,6 +194,8 @@ class Recorder:
                 "duplicate_ids": self._duplicates,
                 "bytes": self._bytes,
                 "statuses": {str(s): n for s, n in sorted(self._statuses.items())},
+                "first_request_at": self._first_at,
+                "last_request_at": self._last_at,
             }
 
     @property

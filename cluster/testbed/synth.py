@@ -7,14 +7,20 @@ same rows in the same order. Ids are not in row order (within a chunk or across 
 consumers must sort: row r gets the id slot ``(a * r + c) mod contacts``, a bijection that
 scatters ids without a shuffle (shuffling a 100,000-row chunk cost more than generating it).
 The data is deterministic for a seed and a given pyarrow version.
+
+``write_audience(..., shape=...)`` writes the same contacts in other physical forms, as CDP
+exports give them (``shapes.SHAPES``): the ``cdp`` shapes type the dates as timestamps and a
+date (``CDP_SCHEMA``) and give ``props`` three string members more (``tier``, ``channel``
+and ``note``, a free text with quotes, backslashes, newlines, tabs and emoji), from streams
+of their own, so every other value is the seed shape's.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import math
-import os
 import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,7 +29,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-__all__ = ["BLOCK_ROWS", "ID_BASE", "SCHEMA", "audience_chunks", "write_audience", "write_ids"]
+from hookcast.cluster.testbed.shapes import (
+    SHAPES,
+    atomic_file,
+    regroup,
+    shape_names,
+    write_shape,
+)
+
+__all__ = [
+    "BLOCK_ROWS",
+    "CDP_SCHEMA",
+    "ID_BASE",
+    "SCHEMA",
+    "SHAPES",
+    "audience_blocks",
+    "audience_chunks",
+    "shape_names",
+    "write_audience",
+    "write_ids",
+]
 
 UTM = pa.struct([(k, pa.string()) for k in ("source", "medium", "content", "campaign", "term")])
 PROPS = pa.struct([("haha", pa.int64()), ("testNum", pa.int64()), ("bgtest", pa.int64())])
@@ -53,6 +78,17 @@ SCHEMA = pa.schema(
         ("vipLevel", pa.int32()),  # not a preset attribute: sent inside props
     ]
 )
+
+CDP_PROPS = pa.struct(
+    [*PROPS, ("tier", pa.string()), ("channel", pa.string()), ("note", pa.string())]
+)
+_CDP_TYPES = {
+    "dateCreated": pa.timestamp("us"),
+    "lastUpdated": pa.timestamp("us"),
+    "dateOfBirthday": pa.date32(),
+    "props": CDP_PROPS,
+}
+CDP_SCHEMA = pa.schema([(f.name, _CDP_TYPES.get(f.name, f.type)) for f in SCHEMA])
 
 BLOCK_ROWS = 16_384
 ID_BASE = 706_330_500_000_000
@@ -130,6 +166,23 @@ _UTM_CAMPAIGN = _table([("双11", 20), ("618", 15), ("会员日", 10), (None, 55
 _UTM_TERM = _table([("优惠", 10), ("咖啡", 10), (None, 80)], pa.string())
 _IDENTITY_COUNT = _table([(1, 40), (2, 30), (3, 20), (4, 10)], pa.int32())
 _IDENTITY_TYPE = _table([("wechat.openId", 48), ("wechat.unionId", 47), ("mobile", 5)], pa.string())
+_TIER = _table(
+    [("bronze", 30), ("silver", 25), ("gold", 15), ("platinum", 5), (None, 25)], pa.string()
+)
+_CHANNEL = _table(
+    [("wechat", 30), ("app", 20), ("web", 15), ("小程序", 15), ("门店", 10), (None, 10)],
+    pa.string(),
+)
+_NOTES = [
+    '客户说："明天再联系"',
+    'said "call me" twice',
+    "C:\\exports\\2024\\客户.csv",
+    "第一行\n第二行",
+    "tab\tseparated\r\nCRLF",
+    "🎉 会员 🎁 ✨",
+    "it's a \\n, not a newline",
+]
+_NOTE = _table([(None, 79)] + [(note, 3) for note in _NOTES], pa.string())
 _VIP_LEVEL = _table([(0, 32), (1, 20), (2, 12), (3, 8), (4, 5), (5, 3), (None, 20)], pa.int32())
 _SURNAME = pa.array(list(_SURNAMES))
 _GIVEN_NAME = pa.array(_GIVEN)
@@ -191,7 +244,9 @@ def _id_permutation(seed: int, contacts: int) -> tuple[int, int]:
     return a, _derive(seed, "ids") % max(contacts, 1)
 
 
-def _block(seed: int, block_no: int, start: int, rows: int, contacts: int) -> pa.Table:
+def _block(
+    seed: int, block_no: int, start: int, rows: int, contacts: int, cdp: bool = False
+) -> pa.Table:
     b = _Block(seed, block_no, rows)
     a, c = _id_permutation(seed, contacts)
     row = pa.array(range(start, start + rows), pa.int64())
@@ -286,58 +341,81 @@ def _block(seed: int, block_no: int, start: int, rows: int, contacts: int) -> pa
         "identities": identities,
         "vipLevel": b.pick("vipLevel", _VIP_LEVEL),
     }
-    return pa.Table.from_pydict(columns, schema=SCHEMA)
+    if not cdp:
+        return pa.Table.from_pydict(columns, schema=SCHEMA)
+    columns["dateCreated"] = pc.cast(pc.cast(created_s, pa.timestamp("s")), pa.timestamp("us"))
+    columns["lastUpdated"] = pc.cast(columns["lastUpdated"], pa.timestamp("us"))
+    columns["dateOfBirthday"] = b.nulls("dateOfBirthday", birth, 0.35)  # the same nulls
+    columns["props"] = pa.StructArray.from_arrays(
+        [
+            *(props.field(i) for i in range(props.type.num_fields)),
+            b.pick("props.tier", _TIER),
+            b.pick("props.channel", _CHANNEL),
+            b.pick("props.note", _NOTE),
+        ],
+        fields=list(CDP_PROPS),
+        mask=props.is_null(),
+    )
+    return pa.Table.from_pydict(columns, schema=CDP_SCHEMA)
 
 
-def audience_chunks(
-    contacts: int, *, seed: int = 0, chunk_rows: int = 100_000
-) -> Iterator[pa.Table]:
-    """The audience as tables of `chunk_rows` rows (the last may be shorter)."""
+def _check(contacts: int, chunk_rows: int) -> None:
     if contacts < 0:
         raise ValueError(f"contacts must be >= 0, got {contacts}")
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
 
-    def blocks() -> Iterator[pa.Table]:
-        for block_no, start in enumerate(range(0, contacts, BLOCK_ROWS)):
-            yield _block(seed, block_no, start, min(BLOCK_ROWS, contacts - start), contacts)
 
-    pending: list[pa.Table] = []
-    buffered = 0
-    for block in blocks():
-        pending.append(block)
-        buffered += block.num_rows
-        while buffered >= chunk_rows:
-            table = pa.concat_tables(pending)
-            yield table.slice(0, chunk_rows)
-            rest = table.slice(chunk_rows)
-            pending, buffered = [rest], rest.num_rows
-    if buffered:
-        yield pa.concat_tables(pending)
+def audience_blocks(contacts: int, *, seed: int = 0, cdp: bool = False) -> Iterator[pa.Table]:
+    """The audience as generated: tables of ``BLOCK_ROWS`` rows (the last may be shorter),
+    typed as ``SCHEMA``, or as ``CDP_SCHEMA`` when ``cdp``."""
+    _check(contacts, 1)
+    for block_no, start in enumerate(range(0, contacts, BLOCK_ROWS)):
+        yield _block(seed, block_no, start, min(BLOCK_ROWS, contacts - start), contacts, cdp)
 
 
-def _atomic_parquet(path: str | Path) -> tuple[Path, Path]:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return target, target.with_name(f".{target.name}.{os.getpid()}.tmp")
+def audience_chunks(
+    contacts: int, *, seed: int = 0, chunk_rows: int = 100_000, cdp: bool = False
+) -> Iterator[pa.Table]:
+    """The audience as tables of `chunk_rows` rows (the last may be shorter)."""
+    _check(contacts, chunk_rows)
+    blocks = audience_blocks(contacts, seed=seed, cdp=cdp)
+    yield from regroup(blocks, itertools.repeat(chunk_rows))
 
 
 def write_audience(
-    path: str | Path, contacts: int, *, seed: int = 0, chunk_rows: int = 100_000
+    path: str | Path,
+    contacts: int,
+    *,
+    seed: int = 0,
+    chunk_rows: int = 100_000,
+    shape: str = "seed",
 ) -> Path:
-    """Write `contacts` synthetic contacts to the parquet file `path`, one row group per chunk.
+    """Write `contacts` synthetic contacts to the parquet file `path` in the form `shape`
+    (``SHAPES``; for ``cdp-files``, `path` is the folder it creates); return `path`.
 
-    Memory stays at about one chunk whatever `contacts` is. The file appears atomically.
+    Every shape but ``cdp-one-group`` and ``cdp-files`` has one row group per `chunk_rows`
+    rows. Memory stays at about one chunk whatever `contacts` is (for ``cdp-sorted``, one
+    bucket: see ``shapes``). The file or folder appears atomically.
     """
-    target, tmp = _atomic_parquet(path)
-    try:
-        with pq.ParquetWriter(tmp, SCHEMA) as writer:
-            for chunk in audience_chunks(contacts, seed=seed, chunk_rows=chunk_rows):
-                writer.write_table(chunk, row_group_size=chunk.num_rows)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    _check(contacts, chunk_rows)
+    if shape not in SHAPES:
+        raise ValueError(f"shape {shape!r} is unknown: use one of {', '.join(SHAPES)}.")
+    if shape != "seed":
+        return write_shape(
+            path,
+            shape,
+            audience_blocks(contacts, seed=seed, cdp=True),
+            CDP_SCHEMA,
+            contacts=contacts,
+            chunk_rows=chunk_rows,
+            id_from=ID_BASE,
+            ids_per_contact=_ID_STRIDE,
+        )
+    with atomic_file(path) as tmp, pq.ParquetWriter(tmp, SCHEMA) as writer:
+        for chunk in audience_chunks(contacts, seed=seed, chunk_rows=chunk_rows):
+            writer.write_table(chunk, row_group_size=chunk.num_rows)
+    return Path(path)
 
 
 def write_ids(path: str | Path, ids: Sequence[int] | pa.Array | pa.ChunkedArray) -> Path:
@@ -347,13 +425,9 @@ def write_ids(path: str | Path, ids: Sequence[int] | pa.Array | pa.ChunkedArray)
         if isinstance(ids, pa.Array | pa.ChunkedArray)
         else pa.array(ids, pa.int64())
     )
-    target, tmp = _atomic_parquet(path)
-    try:
+    with atomic_file(path) as tmp:
         pq.write_table(pa.table({"id": column}), tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    return Path(path)
 
 
 def load_test_job(

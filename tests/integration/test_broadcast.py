@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import threading
 from collections import Counter
 from pathlib import Path
@@ -48,8 +47,9 @@ def test_58233_contacts_arrive_as_116_full_batches_and_one_of_233(
     for batch in batches:
         ids = by_key[batch.idem_key]
         assert (ids[0], ids[-1], len(ids)) == (batch.first_id, batch.last_id, batch.contacts)
-    # Batches hold consecutive ids: batch k ends below where batch k+1 starts.
-    assert all(a.last_id < b.first_id for a, b in itertools.pairwise(batches))
+    # Batch k holds positions k*500 .. k*500+499 of the frozen audience: the source's order.
+    in_seq_order = sorted(batches, key=lambda b: b.seq)
+    assert [i for b in in_seq_order for i in by_key[b.idem_key]] == expected
 
 
 def test_where_segment_sends_only_matching_contacts(

@@ -138,9 +138,9 @@ class FakePool:
     _ids: itertools.count = field(default_factory=itertools.count)
     _per_sender: dict[int, int] = field(default_factory=dict)
 
-    def chunks(self, seqs: Sequence[int], per_call: int, window: int) -> FakeChunks:
-        self.opened.append((list(seqs), per_call, window))
-        total = -(-len(seqs) // per_call)
+    def chunks(self, seqs: Sequence[int], per_chunk: int, window: int) -> FakeChunks:
+        self.opened.append((list(seqs), per_chunk, window))
+        total = -(-len(seqs) // per_chunk)
         return FakeChunks(self.clock, total, window, self.chunk_ready_s)
 
     def submit(self, sender: int, chunk: int, orders: Sequence[BatchOrder]) -> int:

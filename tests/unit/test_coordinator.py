@@ -335,9 +335,26 @@ def test_a_lost_senders_batches_go_again_through_the_next_sender_with_their_keys
     assert {b.status for b in ledger.batches(RUN)} == {BatchStatus.DELIVERED}
 
 
+@pytest.mark.parametrize(
+    ("batches", "senders", "per_chunk"),
+    [(2_000, 1, 32), (2_000, 3, 32), (100, 3, 9), (60, 4, 4), (3, 1, 4)],
+)
+def test_a_chunk_holds_stream_batches_but_each_sender_gets_4_chunks_of_a_small_run(
+    ledger, clock, batches, senders, per_chunk
+) -> None:
+    pool = FakePool(clock, size=senders)
+    run = coordinator(ledger, clock, pool, batches=batches, stream_batches=32)
+
+    assert run.run() is RunStatus.SUCCEEDED
+    [(_, opened_per_chunk, window)] = pool.opened
+    assert (opened_per_chunk, window) == (per_chunk, 2 if per_chunk >= 8 else 4)
+    assert len({sender for _, sender, _ in pool.submits}) == senders
+    assert all(len(orders) <= 4 for _, _, orders in pool.submits)
+
+
 def test_a_chunk_that_cannot_be_prepared_aborts_the_run(ledger, clock) -> None:
     pool = FakePool(clock, broken_chunks={1})
-    run = coordinator(ledger, clock, pool, batches=20, chunk_batches=4)
+    run = coordinator(ledger, clock, pool, batches=20, chunk_batches=4, stream_batches=4)
 
     with pytest.raises(RunAbortedError) as raised:
         run.run()
@@ -435,7 +452,8 @@ def test_without_a_rate_a_call_carries_chunk_batches_and_with_one_a_single_reque
     ledger, clock
 ) -> None:
     pool = FakePool(clock)
-    assert coordinator(ledger, clock, pool, batches=20).run() is RunStatus.SUCCEEDED
+    run = coordinator(ledger, clock, pool, batches=20, stream_batches=4)
+    assert run.run() is RunStatus.SUCCEEDED
     assert [len(orders) for _, _, orders in pool.submits] == [4] * 5
     assert all(o.send_at is None for _, _, orders in pool.submits for o in orders)
     assert pool.opened == [(list(range(20)), 4, 4)]  # 16 batches prefetched, 4 a chunk
@@ -443,12 +461,15 @@ def test_without_a_rate_a_call_carries_chunk_batches_and_with_one_a_single_reque
     plan_ledger = Ledger(ledger.state_dir.parent / "other")
     try:
         timed = FakePool(clock)
-        run = coordinator(plan_ledger, clock, timed, batches=20, requests_per_second=10)
+        run = coordinator(
+            plan_ledger, clock, timed, batches=20, requests_per_second=10, stream_batches=4
+        )
         assert run.run() is RunStatus.SUCCEEDED
     finally:
         plan_ledger.close()
     assert [len(orders) for _, _, orders in timed.submits] == [1] * 20
-    assert timed.opened == [(list(range(20)), 1, 16)]
+    # A chunk still holds several batches: 20 make 4 chunks for each of the 2 senders.
+    assert timed.opened == [(list(range(20)), 3, 6)]
     for at, _, [order] in timed.submits:
         slot = order.send_at - (1_700_000_000.0 - 1_000.0)
         assert slot - 0.1 - EPS <= at <= slot  # handed over at most the slot lead early
@@ -477,6 +498,41 @@ def test_stop_sends_nothing_new_and_waits_for_the_answers_in_flight(ledger, cloc
     assert statuses[BatchStatus.SENDING] == 0, "requests in flight were not let finish"
     assert statuses[BatchStatus.DELIVERED] == len(pool.requests) >= 5
     assert statuses[BatchStatus.PLANNED] == 40 - len(pool.requests) > 0
+
+
+def test_after_stop_a_batch_waiting_to_retry_is_planned_with_the_attempts_it_used(
+    ledger, clock
+) -> None:
+    stop = threading.Event()
+
+    def answer(request: Request, n: int) -> Answer:
+        if request.seq in (0, 1):
+            return Answer(status=503)
+        if request.seq == 2:
+            return Answer(outcome=Outcome.NO_TOKEN, error="crm: token endpoint refused")
+        if n >= 6:
+            stop.set()
+        return OK
+
+    pool = FakePool(clock, answer=answer)
+    run = coordinator(
+        ledger,
+        clock,
+        pool,
+        batches=40,
+        stop=stop,
+        max_in_flight=1,
+        token_wait_s=60.0,
+        retry=RetryPolicy(max_attempts=4, backoff_base_s=30, backoff_max_s=60),
+    )
+
+    assert run.run() is RunStatus.INTERRUPTED
+    by_seq = {b.seq: b for b in ledger.batches(RUN)}
+    assert not [b for b in by_seq.values() if b.status == BatchStatus.SENDING]
+    assert (by_seq[0].status, by_seq[0].attempts) == (BatchStatus.PLANNED, 1)
+    assert (by_seq[1].status, by_seq[1].attempts) == (BatchStatus.PLANNED, 1)
+    assert (by_seq[2].status, by_seq[2].attempts) == (BatchStatus.PLANNED, 0)
+    assert by_seq[3].status == BatchStatus.DELIVERED
 
 
 def test_stop_now_returns_at_once_leaving_the_batches_in_flight_sending(ledger, clock) -> None:
