@@ -115,14 +115,9 @@ def sender_config(job: LoadedJob, *, url: str | None = None) -> SenderConfig:
     )
 
 
-# Contacts per segment chunk (one object in Ray's store; see DeliverySettings).
-STREAM_CONTACTS = 16_384
-
-
 def delivery_settings(job: LoadedJob) -> DeliverySettings:
     retry = job.spec.retry
     return DeliverySettings(
-        stream_batches=max(1, STREAM_CONTACTS // job.spec.batch_size),
         max_in_flight=job.spec.rate_limit.max_in_flight,
         requests_per_second=job.spec.rate_limit.requests_per_second,
         retry=RetryPolicy(

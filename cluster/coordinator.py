@@ -56,9 +56,10 @@ class DeliverySettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     prefetch_batches: int = 16  # the segment runs this far ahead, or 2 chunks if more
     chunk_batches: int = 4  # batches per sender call when no request rate is set
-    # Batches per segment chunk, one object in Ray's store: storing an object costs ~1.5 ms
-    # whatever its size (measured), so a chunk holds many batches (compile: ~16k contacts).
-    stream_batches: int = 32
+    # Batches per segment chunk (one object in Ray's store), at least one sender call's.
+    # Storing an object costs ~1.5 ms whatever its size, but chunks of ~16k contacts made a
+    # run whose token endpoint answers garbage hang under load (NOTES.md): 1 until found.
+    stream_batches: int = 1
     token_wait_s: float = 2.0  # before asking again for a batch that got no token
     slot_lead_s: float = 0.1  # how early a rate-limited request is handed to its sender
     poll_s: float = 0.02
