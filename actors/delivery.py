@@ -30,6 +30,7 @@ class Outcome(enum.StrEnum):
     NO_TOKEN = "no_token"  # not sent: the token endpoint is failing for now; try again later
     TOKEN_FATAL = "token_fatal"  # not sent: the authorization cannot give a token as defined
     LATE = "late"  # not sent: it reached its sender after its rate-limit slot had passed
+    BLOCKED = "blocked"  # not sent: the egress guard refuses the address the host resolves to
 
 
 def classify(status: int | None) -> Outcome:

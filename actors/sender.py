@@ -4,6 +4,14 @@ Retries are decided by the run's coordinator, which alone sees every sender, so 
 across the pool. Rendering is deterministic and ``sendTime`` is fixed per batch by the
 coordinator, so a retry sends the same bytes whichever sender makes it.
 
+With ``signing_keys`` every request is signed (Standard Webhooks v1, ``actors.signing``):
+``webhook-id`` is the batch's Idempotency-Key, the timestamp and signature are made per
+attempt over the uncompressed JSON; with ``compression="gzip"`` the signed bytes are then
+gzipped by ISA-L (``isal``), level 1: on a 500-contact body 0.5 ms for 3.6x, where zlib
+takes 2.5 ms for 3.5x at level 1 and 5.4 ms for 4.4x at level 6 (measured).
+Connections go through the egress guard (``actors.egress``) with the endpoint's TLS trust
+(``actors.tls``).
+
 Headers and query values may hold ``#{auth.<id>.<key>}`` wildcards: the sender fills them
 from its local copy of the tokens (see ``actors.token``), and never sends a request whose
 token it could not get (fail closed). A 401 gets the token refreshed (once per token version
@@ -14,6 +22,8 @@ batch's failure, not a loop.
 from __future__ import annotations
 
 import asyncio
+import math
+import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -22,14 +32,20 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 import pyarrow as pa
+from isal import isal_zlib
 
 from hookcast.actors.auth import AuthorizationConfig, Token, TokenError, parse_template
 from hookcast.actors.delivery import AttemptResult, Outcome, classify, parse_retry_after
+from hookcast.actors.egress import EgressPolicy, blocked_reason, guarded_async_transport
 from hookcast.actors.redact import redact
 from hookcast.actors.render import ELEMENT_COLUMN, assemble_body
+from hookcast.actors.signing import signed_headers
+from hookcast.actors.tls import TlsConfig, ssl_context
+from hookcast.actors.urls import display_url
 
 RESPONSE_EXCERPT_BYTES = 1024
 LATE_S = 0.01  # a request this far past its slot is handed back, not sent in a bunch
+GZIP_LEVEL = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +81,12 @@ class SenderConfig:
     timeout_s: float = 10.0
     max_connections: int = 8
     response_cap_bytes: int = 64 * 1024  # read no more of an answer than this
-    secrets: frozenset[str] = frozenset()  # never echoed in an error
+    secrets: frozenset[str] = field(default=frozenset(), repr=False)  # never echoed
     authorizations: tuple[AuthorizationConfig, ...] = field(default=(), repr=False)
+    signing_keys: tuple[bytes, ...] = field(default=(), repr=False)  # decoded secrets
+    compression: str = "none"  # or "gzip"
+    tls: TlsConfig | None = field(default=None, repr=False)
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
 
 
 class Sender:
@@ -111,11 +131,16 @@ class Sender:
                 max_connections=self.config.max_connections,
                 max_keepalive_connections=self.config.max_connections,
             )
+            transport = self._transport or guarded_async_transport(
+                EgressPolicy.for_node(self.config.egress),
+                verify=ssl_context(self.config.tls),
+                limits=limits,
+            )
             self._client = httpx.AsyncClient(
                 timeout=self.config.timeout_s,
                 limits=limits,
                 follow_redirects=False,
-                transport=self._transport,
+                transport=transport,
             )
         return self._client
 
@@ -124,16 +149,30 @@ class Sender:
             return {}
         return await self._tokens.tokens(self._auths, self._keys, self._wall())
 
-    def request_for(self, key: str, tokens: Mapping[str, Token]) -> PreparedRequest:
+    def request_for(
+        self,
+        key: str,
+        tokens: Mapping[str, Token],
+        *,
+        body: bytes | None = None,
+        timestamp: int | None = None,
+    ) -> PreparedRequest:
         """The method, URL (the webhook's own query kept, ``webhook.query`` merged in) and
         headers of a request carrying Idempotency-Key ``key``, wildcards filled from
-        ``tokens``: exactly what a POST sends, and what ``hookcast preview`` shows."""
+        ``tokens``: exactly what a POST sends, and what ``hookcast preview`` shows. A signed
+        request's signature is over ``body`` (the uncompressed JSON) at ``timestamp`` (Unix
+        s, default now); without a body it shows ``v1,<redacted>``."""
         values: dict[tuple[str, str], str] = {}
         for token in tokens.values():
             values.update(token.wildcard_values())
         headers = {"Content-Type": "application/json"}
+        if self.config.compression == "gzip":
+            headers["Content-Encoding"] = "gzip"
         headers.update((name, template.render(values)) for name, template in self._headers)
         headers["Idempotency-Key"] = key
+        if self.config.signing_keys:
+            when = int(self._wall()) if timestamp is None else timestamp
+            headers.update(signed_headers(self.config.signing_keys, key, when, body))
         url = httpx.URL(self.config.url)
         query = [(name, template.render(values)) for name, template in self._query]
         if query:
@@ -196,14 +235,20 @@ class Sender:
                 )
             await self._sleep(max(0.0, wait))
         body = assemble_body(elements, order.sent_at_ms)
+        wire = body
+        if self.config.compression == "gzip":
+            # Inline: ~0.5 ms, less than a hand-off to a thread costs (measured).
+            wire = gzip_body(body)
         try:
             tokens = await self._current_tokens()
-            result = await self._send(order, body, contacts, tokens)
+            result = await self._send(order, body, wire, contacts, tokens)
             if result.status == 401 and tokens:
                 # The token was refused: one refresh (shared by all senders), one more try.
                 for auth in self._auths:
                     tokens[auth.id] = await self._tokens.refused(auth, tokens[auth.id].version)
-                result = await self._send(order, body, contacts, tokens)
+                if self.config.signing_keys:
+                    await self._next_second()  # a new webhook-timestamp, a new signature
+                result = await self._send(order, body, wire, contacts, tokens)
         except TokenError as exc:
             outcome = Outcome.NO_TOKEN if exc.retryable else Outcome.TOKEN_FATAL
             return AttemptResult(
@@ -218,10 +263,14 @@ class Sender:
             )
         return result
 
+    async def _next_second(self) -> None:
+        now = self._wall()
+        await self._sleep(math.floor(now) + 1 - now)
+
     async def _send(
-        self, order: BatchOrder, body: bytes, contacts: int, tokens: dict[str, Token]
+        self, order: BatchOrder, body: bytes, wire: bytes, contacts: int, tokens: dict[str, Token]
     ) -> AttemptResult:
-        request = self.request_for(order.key, tokens)
+        request = self.request_for(order.key, tokens, body=body)
         secrets = self.config.secrets | {
             value for token in tokens.values() for value in token.values.values()
         }
@@ -232,7 +281,7 @@ class Sender:
         error: str | None = None
         try:
             async with self._http().stream(
-                request.method, request.url, content=body, headers=dict(request.headers)
+                request.method, request.url, content=wire, headers=dict(request.headers)
             ) as response:
                 status = response.status_code
                 head = await _read_capped(response, self.config.response_cap_bytes)
@@ -242,7 +291,12 @@ class Sender:
                         response.headers.get("retry-after"), self._wall()
                     )
         except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            error = _transport_error(exc, request.url)
+            blocked = blocked_reason(exc)
+            if blocked is not None:
+                return AttemptResult(
+                    order.seq, order.attempt, Outcome.BLOCKED, None, 0.0, contacts, 0, error=blocked
+                )
         latency = time.perf_counter() - started
         outcome = classify(status)
         if error is None and outcome is not Outcome.DELIVERED:
@@ -254,7 +308,7 @@ class Sender:
             status=status,
             latency_s=latency,
             contacts=contacts,
-            request_bytes=len(body),
+            request_bytes=len(wire),
             retry_after_s=retry_after,
             error=None if error is None else redact(error, secrets)[:300],
             response_excerpt=None if excerpt is None else redact(excerpt, secrets),
@@ -264,6 +318,26 @@ class Sender:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def gzip_body(body: bytes) -> bytes:
+    compressor = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, 31)  # 31: gzip framing
+    return compressor.compress(body) + compressor.flush()
+
+
+def _transport_error(exc: httpx.HTTPError, url: str) -> str:
+    """What went wrong without an answer; a certificate that fails verification says how
+    to fix it (it fails the same way on every retry)."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        reason = cause.verify_message or cause.reason or str(cause)
+        return (
+            f"TLS certificate verification failed for {display_url(url)}: {reason}; trust its "
+            "CA with webhook.tls.ca_bundle (or fix the endpoint's certificate)"
+        )
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes:

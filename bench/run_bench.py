@@ -34,11 +34,19 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from hookcast.actors.signing import new_secret
 from hookcast.cluster.testbed import synth
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-ROUTES = ("plain", "duckdb", "hookcast")
+ROUTES = ("plain", "duckdb", "hookcast", "hookcast-signed", "hookcast-gzip")
+# hookcast's variants: the webhook keys each adds to the job. Signed routes go to a receiver
+# that verifies every request with the official standardwebhooks library.
+HOOKCAST_ROUTES = {
+    "hookcast": {},
+    "hookcast-signed": {"signing": {"secret": "${HOOKCAST_BENCH_SECRET}"}},
+    "hookcast-gzip": {"compression": "gzip"},
+}
 ROUTE_SCRIPTS = {"plain": BENCH_DIR / "baseline.py", "duckdb": BENCH_DIR / "duckdb_route.py"}
 SAMPLE_S = 0.2
 LEFTOVER_WAIT_S = 5.0
@@ -55,6 +63,8 @@ METRICS = (
     ("time to first request s", "time_to_first_request_s", "{:.2f}"),
     ("own duration s", "own_duration_s", "{:.2f}"),
     ("CPU s (process tree)", "cpu_s", "{:.2f}"),
+    ("MB on the wire", "wire_mb", "{:,.0f}"),
+    ("MB of JSON (decompressed)", "json_mb", "{:,.0f}"),
     ("peak total RSS MB", "peak_total_rss_mb", "{:,.0f}"),
     ("peak single-process RSS MB", "peak_single_rss_mb", "{:,.0f}"),
     ("receiver CPU s (not counted)", "receiver_cpu_s", "{:.2f}"),
@@ -68,6 +78,11 @@ RATIOS = (
     ("hookcast/plain sending rate", "hookcast", "plain", "sending_rate"),
     ("hookcast/duckdb CPU s", "hookcast", "duckdb", "cpu_s"),
     ("hookcast/plain CPU s", "hookcast", "plain", "cpu_s"),
+    ("hookcast-signed/hookcast contacts/s", "hookcast-signed", "hookcast", "contacts_per_s"),
+    ("hookcast-signed/hookcast CPU s", "hookcast-signed", "hookcast", "cpu_s"),
+    ("hookcast-gzip/hookcast contacts/s", "hookcast-gzip", "hookcast", "contacts_per_s"),
+    ("hookcast-gzip/hookcast CPU s", "hookcast-gzip", "hookcast", "cpu_s"),
+    ("hookcast-gzip/hookcast MB on the wire", "hookcast-gzip", "hookcast", "wire_mb"),
 )
 
 
@@ -108,13 +123,15 @@ def ensure_audience(out: Path, contacts: int, shape: str, seed: int, log: Consol
 class Receiver:
     """The receiver, a process of its own: its counters, reset, CPU and memory."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, secret: str | None = None) -> None:
         cmd = [sys.executable, "-m", "hookcast.cluster.testbed.sink", "--port", "0"]
         if args.fail_rate:
             cmd += ["--fail-rate", str(args.fail_rate)]
         if args.latency_ms:
             cmd += ["--latency-ms", str(args.latency_ms)]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
+        env = {**os.environ, "HOOKCAST_SINK_SECRET": secret or ""}
+        self.secret = secret
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True, env=env)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line.startswith("listening on "):
             stop_process(self.proc)
@@ -138,6 +155,27 @@ class Receiver:
 
     def stop(self) -> None:
         stop_process(self.proc)
+
+
+class Receivers:
+    """The plain receiver, and one that verifies signatures, started when a route needs it."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self._args = args
+        self.plain = Receiver(args)
+        self._verifying: Receiver | None = None
+
+    def for_route(self, route: str) -> Receiver:
+        if "signing" not in HOOKCAST_ROUTES.get(route, {}):
+            return self.plain
+        if self._verifying is None:
+            self._verifying = Receiver(self._args, secret=new_secret())
+        return self._verifying
+
+    def stop(self) -> None:
+        for receiver in (self.plain, self._verifying):
+            if receiver is not None:
+                receiver.stop()
 
 
 def stop_process(proc: subprocess.Popen[str]) -> None:
@@ -251,7 +289,8 @@ def run_sampled(cmd: list[str], receiver: Receiver, stderr_log: Path) -> dict[st
         receiver_cpu_before = receiver.cpu_s()
         started_at = time.time()  # the receiver's clock, for the time to first request
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=stdout, stderr=stderr, text=True)
+        env = {**os.environ, "HOOKCAST_BENCH_SECRET": receiver.secret or ""}
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=stdout, stderr=stderr, text=True, env=env)
         tree = ProcessTree(proc.pid)
         exit_at: list[float] = []
 
@@ -324,10 +363,13 @@ def measure(cmd: list[str], contacts: int, receiver: Receiver, log_path: Path) -
         time_to_first_request_s=None if first is None else first - run["started_at"],
         send_window_s=window,
         sending_rate=stats["contacts"] / window if window else None,
+        wire_mb=stats["bytes_received"] / MB,
+        json_mb=stats["bytes_decoded"] / MB,
         receiver=stats,
         verified=run["exit_code"] == 0
         and sent == contacts
         and stats["unique_ids"] == contacts
+        and (receiver.secret is None or stats["signatures_verified"] == stats["requests"])
         and stats["duplicate_ids"] == 0,
         stderr_log=str(log_path),
     )
@@ -342,7 +384,9 @@ def peer_command(route: str, source: Path, url: str, args: argparse.Namespace) -
     ]
 
 
-def hookcast_command(work: Path, source: Path, url: str, args: argparse.Namespace) -> list[str]:
+def hookcast_command(
+    route: str, work: Path, source: Path, url: str, args: argparse.Namespace
+) -> list[str]:
     job = synth.load_test_job(
         "bench",
         url,
@@ -351,6 +395,7 @@ def hookcast_command(work: Path, source: Path, url: str, args: argparse.Namespac
         max_in_flight=args.concurrency,
         requests_per_second=args.rps,
     )
+    job["webhook"].update(HOOKCAST_ROUTES[route])
     (work / "job.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
     hookcast = Path(sys.executable).parent / "hookcast"  # the venv's, not whatever is on PATH
     return [str(hookcast), "run", str(work / "job.yaml"), "--json", "--state-dir", str(work)]
@@ -361,15 +406,16 @@ def measure_route(
     args: argparse.Namespace,
     source: Path,
     contacts: int,
-    receiver: Receiver,
+    receivers: Receivers,
     log_path: Path,
 ) -> dict[str, Any]:
-    if route != "hookcast":
+    receiver = receivers.for_route(route)
+    if route not in HOOKCAST_ROUTES:
         return measure(
             peer_command(route, source, receiver.url, args), contacts, receiver, log_path
         )
     with tempfile.TemporaryDirectory(prefix="hookcast-bench-") as work:
-        cmd = hookcast_command(Path(work), source, receiver.url, args)
+        cmd = hookcast_command(route, Path(work), source, receiver.url, args)
         return measure(cmd, contacts, receiver, log_path)
 
 
@@ -414,7 +460,7 @@ def ratios(runs: dict[str, list[dict[str, Any]]], summary: dict[str, Any]) -> di
 
 
 def compare(
-    args: argparse.Namespace, size: int, receiver: Receiver, log: Console
+    args: argparse.Namespace, size: int, receivers: Receivers, log: Console
 ) -> dict[str, Any]:
     """Every route, ``--repeats`` times, interleaved, on one audience of ``size`` contacts."""
     source = ensure_audience(args.out, size, args.shape, args.seed, log)
@@ -423,7 +469,7 @@ def compare(
         for route in args.routes:
             log.print(f"{size:,} contacts: {route}, run {repeat} of {args.repeats}")
             log_path = args.out / f"{route}-{size}-{args.shape}-{repeat}.log"
-            run = measure_route(route, args, source, size, receiver, log_path)
+            run = measure_route(route, args, source, size, receivers, log_path)
             run["repeat"] = repeat
             runs[route].append(run)
     summary = {route: summarise(route_runs) for route, route_runs in runs.items()}
@@ -444,7 +490,7 @@ def compare(
     }
 
 
-def sweep_memory(args: argparse.Namespace, receiver: Receiver, log: Console) -> dict[str, Any]:
+def sweep_memory(args: argparse.Namespace, receivers: Receivers, log: Console) -> dict[str, Any]:
     """hookcast alone, once per size: does its peak memory grow with the audience?"""
     sizes = sorted(int(s) for s in args.memory_sweep.split(","))
     runs: dict[str, list[dict[str, Any]]] = {}
@@ -452,7 +498,7 @@ def sweep_memory(args: argparse.Namespace, receiver: Receiver, log: Console) -> 
         source = ensure_audience(args.out, size, args.shape, args.seed, log)
         log.print(f"running hookcast on {size:,} contacts")
         log_path = args.out / f"hookcast-{size}-{args.shape}-sweep.log"
-        runs[f"{size:,}"] = [measure_route("hookcast", args, source, size, receiver, log_path)]
+        runs[f"{size:,}"] = [measure_route("hookcast", args, source, size, receivers, log_path)]
     smallest, largest = runs[f"{sizes[0]:,}"][0], runs[f"{sizes[-1]:,}"][0]
     growth = largest["peak_total_rss_mb"] / smallest["peak_total_rss_mb"]
     found = {
@@ -636,17 +682,17 @@ def main(argv: list[str] | None = None) -> int:
     args.out = args.out.resolve()  # the subprocesses run in the repository, not here
     args.out.mkdir(parents=True, exist_ok=True)
     try:
-        receiver = Receiver(args)
+        receivers = Receivers(args)
     except BenchError as exc:
         log.print(f"[red]{exc}[/red]")
         return 2
     try:
         if args.memory_sweep:
-            reports = [sweep_memory(args, receiver, log)]
+            reports = [sweep_memory(args, receivers, log)]
         else:
-            reports = [compare(args, size, receiver, log) for size in args.contacts]
+            reports = [compare(args, size, receivers, log) for size in args.contacts]
     finally:
-        receiver.stop()
+        receivers.stop()
     options = {
         k: (str(v) if isinstance(v, Path) else v)
         for k, v in vars(args).items()

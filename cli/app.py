@@ -25,7 +25,7 @@ from hookcast.actors.errors import (
     RunAbortedError,
     RunNotFoundError,
 )
-from hookcast.cli import auth, broadcast, cluster, output, runs, schedules, testbed
+from hookcast.cli import auth, broadcast, cluster, keys, output, runs, schedules, testbed
 from hookcast.cli.options import Outcome, settings
 
 EXIT_OK = 0  # every contact delivered (or the command did what it was asked)
@@ -147,6 +147,7 @@ app.add_typer(runs.runs_app, name="runs")
 app.add_typer(schedules.schedule_app, name="schedule")
 app.add_typer(schedules.scheduler_app, name="scheduler")
 app.add_typer(auth.auth_app, name="auth")
+app.add_typer(keys.keys_app, name="keys")
 for command in (testbed.loadtest, cluster.status, cluster.submit, testbed.sink, testbed.demo):
     app.command()(command)
 

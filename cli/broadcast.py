@@ -89,6 +89,18 @@ def preview(
         lines.append(
             f"{PLACEHOLDER_RUN} in each Idempotency-Key stands for the run id a real run gets"
         )
+        first = shown.requests[0]
+        if first.wire_bytes != first.body_bytes:
+            lines.append(
+                f"the first body: {first.body_bytes:,} bytes of JSON (what is signed), sent "
+                f"gzipped as {first.wire_bytes:,} bytes "
+                f"({first.body_bytes / max(first.wire_bytes, 1):.1f}x smaller)"
+            )
+        if any(name == "webhook-signature" for name, _ in first.headers):
+            lines.append(
+                "webhook-signature is made per attempt over the JSON body at its "
+                "webhook-timestamp; it is shown as v1,<redacted>"
+            )
     for line in lines:
         typer.echo(line, err=json_out)
     for warning in size.warnings:

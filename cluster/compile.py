@@ -5,18 +5,20 @@ has already validated (``cluster/job_model.py``): nothing here checks or raises.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import orjson
 
 from hookcast.actors.auth import AuthorizationConfig
 from hookcast.actors.delivery import RetryPolicy
+from hookcast.actors.egress import EgressPolicy
 from hookcast.actors.errors import JobError
 from hookcast.actors.redact import redact
 from hookcast.actors.render import PayloadConfig
 from hookcast.actors.segment import SegmentConfig
 from hookcast.actors.sender import SenderConfig
+from hookcast.actors.signing import secret_key
 from hookcast.actors.trigger import Schedule, require_fires
 from hookcast.actors.urls import display_url, http_url_problem
 from hookcast.cluster.coordinator import DeliverySettings
@@ -34,15 +36,17 @@ class RunPlan:
     sender: SenderConfig
     delivery: DeliverySettings
     endpoint: str
-    secrets: frozenset[str]
+    secrets: frozenset[str] = field(repr=False)
 
 
 def compile_job(job: LoadedJob, *, url: str | None = None) -> RunPlan:
     """The run plan of ``job``; ``url`` replaces the webhook URL (replay to staging) and is
     checked as the job's own URL is (raises JobError naming ``--url``)."""
-    if url is not None and (problem := http_url_problem(url)) is not None:
-        message = f"--url {problem}"
-        raise JobError(message, (("--url", message),))
+    if url is not None:
+        problem = http_url_problem(url) or job.egress.url_problem(url)
+        if problem is not None:
+            message = f"--url {problem}"
+            raise JobError(message, (("--url", message),))
     sender = sender_config(job, url=url)
     return RunPlan(
         segment=segment_config(job),
@@ -69,8 +73,11 @@ def segment_config(job: LoadedJob) -> SegmentConfig:
     )
 
 
-def authorization_config(auth_id: str, spec: AuthorizationSpec) -> AuthorizationConfig:
-    """The frozen config of the job's ``authorizations.<auth_id>``."""
+def authorization_config(
+    auth_id: str, spec: AuthorizationSpec, egress: EgressPolicy | None = None
+) -> AuthorizationConfig:
+    """The frozen config of the job's ``authorizations.<auth_id>``; ``egress`` is the
+    policy its token endpoint is reached under (default: the guard's own)."""
     return AuthorizationConfig(
         id=auth_id,
         url=spec.url,
@@ -81,13 +88,15 @@ def authorization_config(auth_id: str, spec: AuthorizationSpec) -> Authorization
         json_body=spec.json_body,
         ttl_s=None if spec.ttl_s is None else float(spec.ttl_s),
         expires_in_key=spec.expires_in_key,
+        egress=egress or EgressPolicy(),
     )
 
 
 def authorizations(job: LoadedJob) -> tuple[AuthorizationConfig, ...]:
     """Every authorization of the job, in the order written."""
     return tuple(
-        authorization_config(auth_id, spec) for auth_id, spec in job.spec.authorizations.items()
+        authorization_config(auth_id, spec, job.egress)
+        for auth_id, spec in job.spec.authorizations.items()
     )
 
 
@@ -104,6 +113,7 @@ def sender_config(job: LoadedJob, *, url: str | None = None) -> SenderConfig:
     webhook = job.spec.webhook
     configs = authorizations(job)
     secrets = job.secrets.union(*(c.secret_values for c in configs))
+    signing = () if webhook.signing is None else webhook.signing.all_secrets
     return SenderConfig(
         url=url or webhook.url,
         headers=tuple(webhook.headers.items()),
@@ -112,12 +122,17 @@ def sender_config(job: LoadedJob, *, url: str | None = None) -> SenderConfig:
         max_connections=job.spec.rate_limit.max_in_flight,
         secrets=frozenset(secrets),
         authorizations=configs,
+        signing_keys=tuple(secret_key(secret) for secret in signing),
+        compression=webhook.compression,
+        tls=job.tls,
+        egress=job.egress,
     )
 
 
 def delivery_settings(job: LoadedJob) -> DeliverySettings:
     retry = job.spec.retry
     return DeliverySettings(
+        signed=job.spec.webhook.signing is not None,
         max_in_flight=job.spec.rate_limit.max_in_flight,
         requests_per_second=job.spec.rate_limit.requests_per_second,
         retry=RetryPolicy(
@@ -132,3 +147,15 @@ def delivery_settings(job: LoadedJob) -> DeliverySettings:
 def shown_endpoint(url: str, secrets: frozenset[str]) -> str:
     """The endpoint as logs and the ledger show it: no credentials, no query, no secrets."""
     return redact(display_url(url), secrets)
+
+
+def insecure_warning(plan: RunPlan) -> str | None:
+    """The warning every run (and validate) gives when certificates are not checked."""
+    tls = plan.sender.tls
+    if tls is None or not tls.insecure_skip_verify:
+        return None
+    return (
+        f"webhook.tls.insecure_skip_verify is true: the certificate of {plan.endpoint} is not "
+        "checked, so anyone on the way can read and change the requests; use "
+        "webhook.tls.ca_bundle to trust a private CA instead."
+    )

@@ -14,6 +14,7 @@ import collections
 import heapq
 import itertools
 import logging
+import math
 import random
 import threading
 import time
@@ -61,6 +62,9 @@ class DeliverySettings:
     # run whose token endpoint answers garbage hang under load (NOTES.md): 1 until found.
     stream_batches: int = 1
     token_wait_s: float = 2.0  # before asking again for a batch that got no token
+    # Signed requests: a retry waits for the next wall-clock second, so that its
+    # webhook-timestamp (whole seconds), and so its signature, differ from the attempt's.
+    signed: bool = False
     slot_lead_s: float = 0.1  # how early a rate-limited request is handed to its sender
     poll_s: float = 0.02
 
@@ -324,6 +328,10 @@ class Coordinator:
         elif outcome is Outcome.TOKEN_FATAL:
             self.aborted = result.error or "the authorization gave no token"
             self._schedule_retry(attempt, 0.0, same_attempt=True)
+        elif outcome is Outcome.BLOCKED:
+            # Every request would meet the same rule: stop, nothing sent, resumable.
+            self.aborted = result.error or "the egress guard refused the endpoint's address"
+            self._schedule_retry(attempt, 0.0, same_attempt=True)
         elif outcome is Outcome.LATE:
             self._schedule_retry(attempt, 0.0, same_attempt=True)  # a new slot, no attempt used
         elif outcome is Outcome.NO_TOKEN:
@@ -331,6 +339,9 @@ class Coordinator:
             self._schedule_retry(attempt, self.settings.token_wait_s, same_attempt=True)
         elif outcome is Outcome.RETRY and attempt.attempt < self.settings.retry.max_attempts:
             delay = self.settings.retry.delay_s(attempt.attempt, result.retry_after_s, self.rng)
+            if self.settings.signed:
+                wall = self.clock.wall()
+                delay = max(delay, math.floor(wall) + 1 - wall)
             if result.status == 429:
                 self.limiter.pause_until(self.clock.monotonic() + delay)
             self._schedule_retry(attempt, delay)

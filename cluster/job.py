@@ -12,14 +12,16 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+from hookcast.actors.egress import EGRESS_ENV, EgressPolicy
 from hookcast.actors.errors import JobFileError, MissingEnvError
+from hookcast.actors.tls import TlsConfig, TlsFileError, load_tls
 from hookcast.actors.urls import has_scheme
 from hookcast.cluster.job_messages import kind_of, problems_message, validation_problems
 from hookcast.cluster.job_model import (
@@ -57,6 +59,8 @@ class LoadedJob:
     ``raw_text`` is the file as written: it holds ``${NAME}`` references, not their values,
     so it is safe to store. ``secrets`` are the values taken from the environment; redact
     them from anything shown or stored. ``source`` and ``ids_path`` are absolute (URLs kept).
+    ``tls`` holds the contents of the job's TLS files; ``egress`` is the guard's policy
+    (``HOOKCAST_EGRESS`` from the environment the job was loaded in, ``egress.allow``).
     """
 
     spec: JobSpec
@@ -65,6 +69,8 @@ class LoadedJob:
     secrets: frozenset[str]
     source: str
     ids_path: str | None
+    tls: TlsConfig | None = None
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
 
 
 def load_job(
@@ -120,7 +126,9 @@ def load_job_text(
     source_name = str(path)
     job_path = Path(path).expanduser()
     data = _parse_yaml(raw_text, source_name)
-    expanded, secrets = expand_env(data, os.environ if env is None else env)
+    env = os.environ if env is None else env
+    _signing_secrets_from_env(data, source_name)
+    expanded, secrets = expand_env(data, env)
     try:
         spec = JobSpec.model_validate(expanded)
     except ValidationError as exc:
@@ -137,7 +145,78 @@ def load_job_text(
         secrets=secrets,
         source=_resolve_location(audience.source, resolved.parent),
         ids_path=None if audience.ids is None else _resolve_location(audience.ids, resolved.parent),
+        tls=_tls(spec, resolved.parent, source_name),
+        egress=_egress(spec, env, source_name),
     )
+
+
+def _signing_secrets_from_env(data: dict[str, Any], source_name: str) -> None:
+    """A signing secret must be a ``${NAME}`` reference: the job's text is stored with
+    every run, so a secret written into it would be kept in the state dir."""
+    webhook = data.get("webhook")
+    signing = webhook.get("signing") if isinstance(webhook, dict) else None
+    if not isinstance(signing, dict):
+        return
+    written = []
+    if isinstance(signing.get("secret"), str):
+        written.append(("webhook.signing.secret", signing["secret"]))
+    if isinstance(signing.get("secrets"), list):
+        written += [(f"webhook.signing.secrets[{i}]", v) for i, v in enumerate(signing["secrets"])]
+    problems = [
+        (
+            key,
+            f'{key} is written into the job file: give it from the environment, like "${{'
+            'HOOKCAST_SIGNING_SECRET}", so that it is not stored with the runs.',
+        )
+        for key, value in written
+        if isinstance(value, str) and not _ENV_REF.search(value)
+    ]
+    if problems:
+        raise JobFileError(
+            problems_message(f"{source_name} is not a valid job:", problems), problems
+        )
+
+
+def _invalid(source_name: str, problems: tuple[tuple[str, str], ...] | list) -> JobFileError:
+    problems = tuple(problems)
+    return JobFileError(problems_message(f"{source_name} is not a valid job:", problems), problems)
+
+
+def _tls(spec: JobSpec, base_dir: Path, source_name: str) -> TlsConfig | None:
+    tls = spec.webhook.tls
+    if tls is None:
+        return None
+    try:
+        return load_tls(
+            base_dir,
+            ca_bundle=tls.ca_bundle,
+            client_cert=tls.client_cert,
+            client_key=tls.client_key,
+            insecure_skip_verify=tls.insecure_skip_verify,
+        )
+    except TlsFileError as exc:
+        raise _invalid(source_name, ((exc.key, str(exc)),)) from None
+
+
+def _egress(spec: JobSpec, env: Mapping[str, str], source_name: str) -> EgressPolicy:
+    """The guard's policy; a URL whose host is a literal blocked address is rejected now
+    (a host name is checked at connect time, on every address it resolves to)."""
+    try:
+        policy = EgressPolicy.from_env(spec.egress.allow, env)
+    except ValueError as exc:
+        raise _invalid(source_name, ((EGRESS_ENV, f"{EGRESS_ENV}: {exc}"),)) from None
+    urls = [("webhook.url", spec.webhook.url)]
+    urls += [(f"authorizations.{i}.url", a.url) for i, a in spec.authorizations.items()]
+    problems = tuple(
+        (key, f"{key}: {problem}")
+        for key, url in urls
+        if (problem := policy.url_problem(url)) is not None
+    )
+    if problems:
+        raise JobFileError(
+            problems_message(f"{source_name} is not a valid job:", problems), problems
+        )
+    return policy
 
 
 def _read(job_path: Path, source_name: str) -> str:

@@ -21,7 +21,9 @@ from pydantic import (
 )
 
 from hookcast.actors.auth import find_wildcard_errors, is_authorization_id, is_key_path
+from hookcast.actors.egress import parse_networks
 from hookcast.actors.errors import TriggerError
+from hookcast.actors.signing import secret_problem
 from hookcast.actors.trigger import Schedule, schedule_from
 from hookcast.actors.trigger_syntax import check_kind
 from hookcast.actors.urls import control_problem, header_name_problem, http_url_problem
@@ -64,6 +66,83 @@ HeaderFields = Annotated[dict[str, str], AfterValidator(_check_header_fields)]
 QueryFields = Annotated[dict[str, str], AfterValidator(_check_query_fields)]
 
 
+def _check_secret(secret: str) -> str:
+    problem = secret_problem(secret)
+    if problem is not None:
+        raise ValueError(f"the secret {problem}")
+    return secret
+
+
+SigningSecret = Annotated[str, AfterValidator(_check_secret)]
+
+
+class SigningSpec(BaseModel):
+    """Standard Webhooks signatures: one secret, or several while a customer rotates."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    secret: SigningSecret | None = Field(
+        None, description='The signing secret, whsec_<base64>, from the environment: "${NAME}".'
+    )
+    secrets: tuple[SigningSecret, ...] | None = Field(
+        None,
+        min_length=1,
+        max_length=8,
+        description="Several signing secrets (a rotation): one signature per secret.",
+        json_schema_extra={"allowed": 'give 1 to 8 secrets, like ["${NEW}", "${OLD}"]'},
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SigningSpec:
+        if (self.secret is None) == (self.secrets is None):
+            raise ValueError(
+                "webhook.signing needs secret (one secret) or secrets (a list, during a "
+                "rotation), not both and not neither."
+            )
+        if self.secrets is not None and len(set(self.secrets)) < len(self.secrets):
+            raise ValueError("webhook.signing.secrets: a secret is listed twice: list each once.")
+        return self
+
+    @property
+    def all_secrets(self) -> tuple[str, ...]:
+        return (self.secret,) if self.secret is not None else tuple(self.secrets or ())
+
+
+class TlsSpec(BaseModel):
+    """How HTTPS requests to the endpoint trust it and identify themselves."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ca_bundle: str | None = Field(
+        None, min_length=1, description="A PEM file of the CA(s) to trust, relative to the job."
+    )
+    client_cert: str | None = Field(
+        None, min_length=1, description="A PEM client certificate (mutual TLS), with client_key."
+    )
+    client_key: str | None = Field(
+        None, min_length=1, description="The PEM private key of client_cert."
+    )
+    insecure_skip_verify: bool = Field(
+        False, strict=True, description="true: do not check the endpoint's certificate (warned)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TlsSpec:
+        if (self.client_cert is None) != (self.client_key is None):
+            pair = ("client_cert", "client_key")
+            given, missing = pair if self.client_key is None else pair[::-1]
+            raise ValueError(
+                f"webhook.tls.{given} is given without webhook.tls.{missing}: mutual TLS needs "
+                "both (the key may be in the certificate's file: give that file twice)."
+            )
+        if self.insecure_skip_verify and self.ca_bundle is not None:
+            raise ValueError(
+                "webhook.tls.insecure_skip_verify: true ignores webhook.tls.ca_bundle: give "
+                "one of them (ca_bundle keeps verification on)."
+            )
+        return self
+
+
 class WebhookSpec(BaseModel):
     """Where and how each batch is sent."""
 
@@ -89,6 +168,13 @@ class WebhookSpec(BaseModel):
         description="Seconds to wait for the endpoint to answer one request.",
         json_schema_extra={"allowed": "give a number of seconds above 0 and at most 300"},
     )
+    signing: SigningSpec | None = Field(
+        None, description="Standard Webhooks signatures (webhook-id, -timestamp, -signature)."
+    )
+    compression: Literal["none", "gzip"] = Field(
+        "none", description="none, or gzip: bodies sent with Content-Encoding: gzip."
+    )
+    tls: TlsSpec | None = Field(None, description="HTTPS trust and client certificates.")
 
     @field_validator("method", mode="before")
     @classmethod
@@ -105,6 +191,31 @@ class WebhookSpec(BaseModel):
             return "json"
         shown = value if isinstance(value, str) else show(value)
         raise ValueError(f"webhook.format {shown} is not supported: only json is.")
+
+
+def _check_networks(entries: tuple[str, ...]) -> tuple[str, ...]:
+    for i, entry in enumerate(entries):
+        try:
+            parse_networks([entry])
+        except ValueError as exc:
+            raise ValueError(f"egress.allow[{i}]: {exc}") from None
+    return entries
+
+
+class EgressSpec(BaseModel):
+    """Where the job may connect despite the egress guard."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allow: Annotated[tuple[str, ...], AfterValidator(_check_networks)] = Field(
+        (),
+        description="Networks or addresses a job may reach although the guard blocks them.",
+    )
+
+    @field_validator("allow", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return () if value is None else value
 
 
 class PayloadSpec(BaseModel):
@@ -330,6 +441,9 @@ class JobSpec(BaseModel):
     )
     authorizations: dict[str, AuthorizationSpec] = Field(
         default_factory=dict, description="Token endpoints, by the id wildcards refer to."
+    )
+    egress: EgressSpec = Field(
+        default_factory=EgressSpec, description="Addresses allowed despite the egress guard."
     )
 
     @field_validator("authorizations")

@@ -25,8 +25,8 @@ from hookcast.actors.auth import redact_token as shown_token
 from hookcast.actors.redact import MASK, redact
 from hookcast.actors.render import ELEMENT_COLUMN, assemble_body
 from hookcast.actors.segment import Segment
-from hookcast.actors.sender import Sender, SenderConfig
-from hookcast.cluster.compile import compile_job, segment_config
+from hookcast.actors.sender import Sender, SenderConfig, gzip_body
+from hookcast.cluster.compile import compile_job, insecure_warning, segment_config
 from hookcast.cluster.job import LoadedJob
 
 PLACEHOLDER_RUN = "<run>"
@@ -48,22 +48,25 @@ class AudienceSize:
 @dataclass(frozen=True, slots=True)
 class PreviewRequest:
     """One request as it would be sent, secrets redacted; ``body_bytes`` is the size of the
-    body actually sent."""
+    JSON body (what is signed), ``wire_bytes`` of what is sent (gzipped, with compression)."""
 
     method: str
     url: str
     headers: tuple[tuple[str, str], ...]
     body: bytes
     body_bytes: int
+    wire_bytes: int
 
     def to_dict(self) -> dict[str, object]:
-        """``{"method", "url", "headers", "body" (the parsed JSON list), "body_bytes"}``."""
+        """``{"method", "url", "headers", "body" (the parsed JSON list), "body_bytes",
+        "wire_bytes"}``."""
         return {
             "method": self.method,
             "url": self.url,
             "headers": dict(self.headers),
             "body": orjson.loads(self.body),
             "body_bytes": self.body_bytes,
+            "wire_bytes": self.wire_bytes,
         }
 
 
@@ -114,7 +117,10 @@ def preview_job(job: LoadedJob, batches: int, *, fetch: FetchToken | None = None
     run_id = placeholder_run_id(job)
     fetch = fetch or fetch_token
     requests = preview_requests(plan.sender, run_id, bodies, fetch=fetch) if bodies else ()
-    size_info = AudienceSize(len(ids), total, size, info.files, info.warnings)
+    warnings = info.warnings
+    if (insecure := insecure_warning(plan)) is not None:
+        warnings = (*warnings, insecure)
+    size_info = AudienceSize(len(ids), total, size, info.files, warnings)
     return JobPreview(size_info, requests, run_id)
 
 
@@ -142,6 +148,7 @@ def preview_requests(
                 ),
                 body=redact(body.decode(), config.secrets).encode(),
                 body_bytes=len(body),
+                wire_bytes=len(gzip_body(body)) if config.compression == "gzip" else len(body),
             )
         )
     return tuple(requests)

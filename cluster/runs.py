@@ -12,6 +12,7 @@ import secrets as token_source
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -19,7 +20,7 @@ import pyarrow as pa
 from hookcast.actors.errors import LedgerError, RunAbortedError
 from hookcast.actors.redact import redact
 from hookcast.actors.segment import AudienceInfo, Segment
-from hookcast.cluster.compile import RunPlan, compile_job
+from hookcast.cluster.compile import RunPlan, compile_job, insecure_warning
 from hookcast.cluster.coordinator import Coordinator, Progress, RunSummary
 from hookcast.cluster.job import LoadedJob, load_job_text
 from hookcast.cluster.ledger import (
@@ -70,7 +71,10 @@ def plan_batches(run_id: str, ids: pa.Array, batch_size: int) -> list[BatchRecor
 
 def validate(job: LoadedJob) -> AudienceInfo:
     """Everything that can be checked without sending: raises a JobError on bad input."""
-    return _validate_audience(compile_job(job))
+    plan = compile_job(job)
+    info = _validate_audience(plan)
+    warning = insecure_warning(plan)
+    return info if warning is None else replace(info, warnings=(*info.warnings, warning))
 
 
 # -- runs ---------------------------------------------------------------------------------------
@@ -266,6 +270,8 @@ def _deliver(
     )
     if on_planned:
         on_planned(progress)
+    if (warning := insecure_warning(plan)) is not None:
+        logger.warning("run %s: %s", run_id, warning)
     pool.wait_ready()  # before the clock starts
     started = time.monotonic()
     coordinator = Coordinator(

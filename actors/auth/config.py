@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from hookcast.actors.egress import EgressPolicy
 from hookcast.actors.urls import display_url
 
 
@@ -35,6 +36,7 @@ class AuthorizationConfig:
     ttl_s: float | None = None
     expires_in_key: str | None = None
     fingerprint: str = ""
+    egress: EgressPolicy = field(default_factory=EgressPolicy)  # where its endpoint may be
 
     def __post_init__(self) -> None:
         if not self.fingerprint:

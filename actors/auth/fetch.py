@@ -15,6 +15,12 @@ import httpx
 
 from hookcast.actors.auth.config import AuthorizationConfig
 from hookcast.actors.auth.tokens import Token, read_token, token_error
+from hookcast.actors.egress import (
+    EgressPolicy,
+    blocked_reason,
+    guarded_async_transport,
+    guarded_transport,
+)
 from hookcast.actors.errors import TokenError, TokenRequestError, TokenResponseError
 from hookcast.actors.redact import redact
 from hookcast.actors.urls import display_url
@@ -123,7 +129,8 @@ def fetch_token(
     request = token_request(config, timeout_s)
     with translated_errors(config, timeout_s):
         if client is None:
-            with httpx.Client(follow_redirects=False) as own:
+            transport = guarded_transport(EgressPolicy.for_node(config.egress))
+            with httpx.Client(follow_redirects=False, transport=transport) as own:
                 response = own.send(request)
         else:
             response = client.send(request, follow_redirects=False)
@@ -143,7 +150,8 @@ async def fetch_token_async(
     request = token_request(config, timeout_s)
     with translated_errors(config, timeout_s):
         if client is None:
-            async with httpx.AsyncClient(follow_redirects=False) as own:
+            transport = guarded_async_transport(EgressPolicy.for_node(config.egress))
+            async with httpx.AsyncClient(follow_redirects=False, transport=transport) as own:
                 response = await own.send(request)
         else:
             response = await client.send(request, follow_redirects=False)
@@ -154,6 +162,10 @@ def _request_failure(
     config: AuthorizationConfig, exc: httpx.HTTPError, timeout_s: float
 ) -> TokenError:
     url = display_url(config.url)
+    blocked = blocked_reason(exc)
+    if blocked is not None:
+        detail = f"the token endpoint {url} is not reached: {blocked}"
+        return token_error(TokenRequestError, config.id, detail, retryable=False)
     if isinstance(exc, httpx.TimeoutException):
         detail = (
             f"the token endpoint {url} did not answer within {timeout_s:g} s "

@@ -16,6 +16,7 @@ from hookcast.actors.auth.cache import TokenCache
 from hookcast.actors.auth.config import AuthorizationConfig
 from hookcast.actors.auth.fetch import fetch_token_async
 from hookcast.actors.auth.tokens import Token
+from hookcast.actors.egress import EgressPolicy, guarded_async_transport
 from hookcast.actors.errors import TokenError, unwrap
 
 
@@ -24,15 +25,18 @@ class TokenService:
 
     def __init__(self, timeout_s: float = 10.0, deadline_s: float = 30.0) -> None:
         self._timeout_s = timeout_s
-        self._client: httpx.AsyncClient | None = None
+        self._clients: dict[EgressPolicy, httpx.AsyncClient] = {}  # one per egress policy
         self.cache = TokenCache(self._fetch, deadline_s=deadline_s)
         self.fetches = 0
 
     async def _fetch(self, config: AuthorizationConfig, key_paths, *, now: float) -> Token:
-        if self._client is None:
-            self._client = httpx.AsyncClient(follow_redirects=False)
+        policy = EgressPolicy.for_node(config.egress)
+        client = self._clients.get(policy)
+        if client is None:
+            transport = guarded_async_transport(policy)
+            client = self._clients[policy] = httpx.AsyncClient(transport=transport)
         self.fetches += 1
-        fetch = functools.partial(fetch_token_async, client=self._client, timeout_s=self._timeout_s)
+        fetch = functools.partial(fetch_token_async, client=client, timeout_s=self._timeout_s)
         return await fetch(config, key_paths, now=now)
 
     async def get(self, auth: AuthorizationConfig, key_paths: Iterable[str]) -> Token:

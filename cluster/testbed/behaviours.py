@@ -30,14 +30,18 @@ OK = Reply()
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """What a behaviour sees of a broadcast; ``n`` counts arrivals from 1 since the last reset."""
+    """What a behaviour sees of a broadcast; ``n`` counts arrivals from 1 since the last reset.
+
+    Only a broadcast the sink accepted is seen: its body decoded (a gzip body decompressed;
+    ``headers`` still say how it came), its signature verified when the sink holds secrets.
+    """
 
     path: str
     query: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # lower-cased names, as received
     key: str | None
     ids: tuple[int, ...]
-    body: bytes
+    body: bytes  # after Content-Encoding: the JSON the sender wrote (and signed)
     n: int
 
 

@@ -12,6 +12,8 @@ name: demo
 webhook:
   url: {url}
   timeout_s: 10
+  signing:                      # Standard Webhooks signatures; the receiver verifies them
+    secret: "${{{secret_env}}}"
 payload:
   contact: true
   identities: [wechat.openId, wechat.unionId]
@@ -25,10 +27,15 @@ rate_limit:
 """
 
 
+SECRET_ENV = "HOOKCAST_DEMO_SIGNING_SECRET"
+
+
 def write_demo(directory: Path, url: str, *, contacts: int = 5000, batch_size: int = 500) -> Path:
-    """Write ``contacts.parquet`` and ``job.yaml`` into ``directory``; return the job path."""
+    """Write ``contacts.parquet`` and ``job.yaml`` into ``directory``; return the job path.
+    The job signs with the secret in ``$HOOKCAST_DEMO_SIGNING_SECRET``."""
     directory.mkdir(parents=True, exist_ok=True)
     write_audience(directory / "contacts.parquet", contacts)
     job = directory / "job.yaml"
-    job.write_text(DEMO_JOB.format(contacts=contacts, batch_size=batch_size, url=url))
+    text = DEMO_JOB.format(contacts=contacts, batch_size=batch_size, url=url, secret_env=SECRET_ENV)
+    job.write_text(text)
     return job

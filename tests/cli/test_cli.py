@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import subprocess
 import sys
@@ -42,6 +44,8 @@ COMMANDS = [
     ["loadtest"],
     ["status"],
     ["submit"],
+    ["keys"],
+    ["keys", "new"],
 ]
 
 
@@ -324,7 +328,44 @@ def test_demo_broadcasts_the_sample_audience_and_shows_what_arrived(tmp_path: Pa
         "WHERE isAnonymous = false"
     ).fetchall()[0][0]
     assert 0 < expected < 2000
-    assert f"{expected:,} contacts ({expected:,} unique, 0 duplicates)" in " ".join(
-        result.output.split()
-    )
+    flat = " ".join(result.output.split())
+    assert f"{expected:,} contacts ({expected:,} unique, 0 duplicates)" in flat
+    requests = -(-expected // 500)
+    assert f"signatures verified: {requests} of {requests}" in flat
     assert '"sendTime"' in result.output and '"_custom"' in result.output
+    job_text = (tmp_path / "demo" / "job.yaml").read_text()
+    assert "${HOOKCAST_DEMO_SIGNING_SECRET}" in job_text and "whsec_" not in job_text
+
+
+def test_a_signed_verbose_run_shows_no_secret_in_logs_nor_process_listings(
+    write_job, audience_5k: Path, tmp_path: Path
+) -> None:
+    from hookcast.actors.signing import new_secret
+
+    secret = new_secret()
+    listed: list[bytes] = []
+
+    def look_at_every_command_line(request) -> object:
+        if not listed:  # while the run is going: the driver, Ray's workers, the senders
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                with contextlib.suppress(OSError):  # the process ended meanwhile
+                    listed.append(cmdline.read_bytes())
+        return Reply(200)
+
+    with Sink(behaviour=look_at_every_command_line, secrets=[secret]) as sink:
+        job = write_job(sink.url, audience_5k, webhook__signing={"secret": "${SIGN}"})
+        # A process of its own: --verbose configures logging as a user's run does.
+        command = [sys.executable, "-m", "hookcast.cli.app", "--verbose", "run", str(job)]
+        ran = subprocess.run(
+            [*command, "--state-dir", str(tmp_path / "state")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "SIGN": secret},
+        )
+        assert sink.recorder.snapshot()["signatures_verified"] == 10
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    key = secret.removeprefix("whsec_")
+    assert "INFO" in ran.stderr  # the verbose logs are there
+    assert key not in ran.stdout + ran.stderr
+    assert len(listed) > 5 and not any(key.encode() in line for line in listed)

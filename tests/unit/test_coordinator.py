@@ -156,6 +156,19 @@ def test_without_retry_after_the_wait_is_jittered_exponential_backoff(
         assert by_seq(ledger)[seq].attempts == 3
 
 
+def test_a_signed_retry_goes_in_a_later_second_so_its_timestamp_differs(ledger, clock) -> None:
+    # The fake wall clock starts at a whole second; 0.05 s of backoff would stay in it.
+    pool = FakePool(clock, answer=first_answer_then_ok(Answer(503, retry_after_s=0.05)))
+    retry = RetryPolicy(max_attempts=3, backoff_base_s=0.05, backoff_max_s=0.05)
+    run = coordinator(ledger, clock, pool, batches=6, retry=retry, signed=True)
+
+    assert run.run() is RunStatus.SUCCEEDED
+    offset = clock.wall() - clock.monotonic()
+    for seq in range(6):
+        first, second = requests_of(pool, seq)
+        assert int(second.at + offset) > int(first.at + pool.latency_s + offset)
+
+
 def test_retry_after_is_clamped_to_retry_after_max_s(ledger, clock) -> None:
     pool = FakePool(clock, answer=first_answer_then_ok(Answer(503, retry_after_s=86400), {0}))
     retry = RetryPolicy(max_attempts=3, retry_after_max_s=2.0)

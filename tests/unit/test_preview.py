@@ -75,6 +75,36 @@ def test_a_url_holding_user_and_password_is_shown_without_them() -> None:
     assert request.body == b'[{"id":1}]' and request.body_bytes == 10
 
 
+def test_a_signed_gzip_preview_shows_the_signature_redacted_and_both_sizes(
+    write_job, audience: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hookcast.actors.signing import new_secret
+
+    signing_secret = new_secret()
+    monkeypatch.setenv("HOOK_KEY", SECRET)
+    monkeypatch.setenv("SIGN", signing_secret)
+    path = _job(
+        write_job,
+        audience,
+        webhook__signing={"secret": "${SIGN}"},
+        webhook__compression="gzip",
+    )
+    result = runner.invoke(app, ["preview", str(path)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "webhook-signature: v1,<redacted>" in lines
+    assert "Content-Encoding: gzip" in lines
+    assert f"webhook-id: {batch_key('test-job-<run>', 0)}" in lines
+    assert any(line.startswith("webhook-timestamp: ") for line in lines)
+    assert "sent gzipped as" in result.stdout
+    assert signing_secret not in result.output
+    assert signing_secret.removeprefix("whsec_") not in result.output
+    shown = orjson.loads(
+        runner.invoke(app, ["preview", str(path), "--json"]).stdout.splitlines()[0]
+    )
+    assert 0 < shown["wire_bytes"] < shown["body_bytes"] / 2
+
+
 def test_preview_json_is_one_object_per_request_per_line(
     write_job, audience: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -86,7 +116,8 @@ def test_preview_json_is_one_object_per_request_per_line(
     shown = [orjson.loads(line) for line in result.stdout.splitlines()]
     assert len(shown) == 3
     first = shown[0]
-    assert set(first) == {"method", "url", "headers", "body", "body_bytes"}
+    assert set(first) == {"method", "url", "headers", "body", "body_bytes", "wire_bytes"}
+    assert first["wire_bytes"] == first["body_bytes"]  # no compression
     assert first["method"] == "POST"
     assert first["url"] == "http://127.0.0.1:9/hook?campaign=double11"
     assert first["headers"]["X-Api-Key"] == "***"

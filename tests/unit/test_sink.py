@@ -207,6 +207,11 @@ def test_stats_and_reset_over_http(sink: Sink, client: httpx.Client):
         "unique_ids": 2,
         "duplicate_ids": 0,
         "bytes": len(body),
+        "bytes_received": len(body),
+        "bytes_decoded": len(body),
+        "gzip_requests": 0,
+        "signatures_verified": 0,
+        "signatures_rejected": 0,
         "statuses": {"200": 1},
     }
     assert client.get(base + "/").json().items() >= stats.items()
