@@ -44,11 +44,13 @@ class RateLimiter:
         now = self._clock()
         return self._earliest(now) - now
 
-    def take(self) -> float:
-        """Spend the next slot; returns its time (the clock's units)."""
+    def take(self, weight: float = 1.0) -> float:
+        """Spend the next slot; returns its time (the clock's units). ``weight`` is what the
+        request counts for (its contacts, for a limit by contacts): the slot after it comes
+        ``weight / rate`` later."""
         slot = self._earliest(self._clock())
         if self.rate is not None:
-            self._next = max(self._next, slot) + 1.0 / self.rate
+            self._next = max(self._next, slot) + weight / self.rate
         return slot
 
     def reserve(self, lead_s: float) -> float | None:

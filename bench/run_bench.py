@@ -39,13 +39,28 @@ from hookcast.cluster.testbed import synth
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-ROUTES = ("plain", "duckdb", "hookcast", "hookcast-signed", "hookcast-gzip")
-# hookcast's variants: the webhook keys each adds to the job. Signed routes go to a receiver
-# that verifies every request with the official standardwebhooks library.
-HOOKCAST_ROUTES = {
+ROUTES = (
+    "plain",
+    "duckdb",
+    "hookcast",
+    "hookcast-signed",
+    "hookcast-gzip",
+    "hookcast-unguarded",
+)
+DEFAULT_ROUTES = ("plain", "duckdb", "hookcast")
+# hookcast's variants: the job keys each changes ("webhook.signing": ...). Signed routes go
+# to a receiver that verifies every request with the official standardwebhooks library;
+# unguarded is hookcast without the canary, the breaker and adaptive concurrency (what those
+# cost a clean run).
+HOOKCAST_ROUTES: dict[str, dict[str, Any]] = {
     "hookcast": {},
-    "hookcast-signed": {"signing": {"secret": "${HOOKCAST_BENCH_SECRET}"}},
-    "hookcast-gzip": {"compression": "gzip"},
+    "hookcast-signed": {"webhook.signing": {"secret": "${HOOKCAST_BENCH_SECRET}"}},
+    "hookcast-gzip": {"webhook.compression": "gzip"},
+    "hookcast-unguarded": {
+        "canary": {"batches": 0},
+        "circuit_breaker": {"enabled": False},
+        "rate_limit.adaptive": False,
+    },
 }
 ROUTE_SCRIPTS = {"plain": BENCH_DIR / "baseline.py", "duckdb": BENCH_DIR / "duckdb_route.py"}
 SAMPLE_S = 0.2
@@ -83,6 +98,8 @@ RATIOS = (
     ("hookcast-gzip/hookcast contacts/s", "hookcast-gzip", "hookcast", "contacts_per_s"),
     ("hookcast-gzip/hookcast CPU s", "hookcast-gzip", "hookcast", "cpu_s"),
     ("hookcast-gzip/hookcast MB on the wire", "hookcast-gzip", "hookcast", "wire_mb"),
+    ("hookcast/hookcast-unguarded contacts/s", "hookcast", "hookcast-unguarded", "contacts_per_s"),
+    ("hookcast/hookcast-unguarded CPU s", "hookcast", "hookcast-unguarded", "cpu_s"),
 )
 
 
@@ -166,7 +183,7 @@ class Receivers:
         self._verifying: Receiver | None = None
 
     def for_route(self, route: str) -> Receiver:
-        if "signing" not in HOOKCAST_ROUTES.get(route, {}):
+        if "webhook.signing" not in HOOKCAST_ROUTES.get(route, {}):
             return self.plain
         if self._verifying is None:
             self._verifying = Receiver(self._args, secret=new_secret())
@@ -395,7 +412,12 @@ def hookcast_command(
         max_in_flight=args.concurrency,
         requests_per_second=args.rps,
     )
-    job["webhook"].update(HOOKCAST_ROUTES[route])
+    for dotted, value in HOOKCAST_ROUTES[route].items():
+        *parents, key = dotted.split(".")
+        tree = job
+        for parent in parents:
+            tree = tree.setdefault(parent, {})
+        tree[key] = value
     (work / "job.yaml").write_text(yaml.safe_dump(job, sort_keys=False))
     hookcast = Path(sys.executable).parent / "hookcast"  # the venv's, not whatever is on PATH
     return [str(hookcast), "run", str(work / "job.yaml"), "--json", "--state-dir", str(work)]
@@ -645,9 +667,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--routes",
         type=routes,
-        default=list(ROUTES),
+        default=list(DEFAULT_ROUTES),
         metavar="R[,R…]",
-        help=f"which routes to run, in this order within a repeat ({','.join(ROUTES)})",
+        help=f"routes to run, in this order within a repeat (of {','.join(ROUTES)})",
     )
     parser.add_argument("--repeats", type=int, default=3, help="runs of each route per size")
     parser.add_argument("--shape", default="cdp", help="synthetic audience shape (synth.SHAPES)")

@@ -25,6 +25,7 @@ from hookcast.cli.options import (
 )
 from hookcast.cli.running import (
     StopSignals,
+    outcome_of,
     run_with_progress,
     run_with_progress_lines,
     show_summary,
@@ -147,7 +148,7 @@ def run(
             ledger=ledger,
             senders=senders,
         )
-    return Outcome(summary.status)
+    return outcome_of(summary)
 
 
 def resume(
@@ -157,7 +158,10 @@ def resume(
     address: AddressOpt = None,
     senders: SendersOpt = None,
 ) -> Outcome:
-    """Finish an interrupted run: send only the batches never acknowledged, same keys."""
+    """Finish a run: send only the batches never acknowledged, same keys.
+
+    Those are the batches not sent yet or in flight when it stopped, and those skipped
+    after a 410 or held back by the canary or the daily quota; dead letters are replay's."""
     from hookcast.cluster.runs import resume_run
 
     ledger = _known_run(state_dir, run_id)
@@ -166,7 +170,7 @@ def resume(
         summary = _broadcast(
             resume_run, signals, run_id, json_out, ledger=ledger, run_id=run_id, senders=senders
         )
-    return Outcome(summary.status)
+    return outcome_of(summary)
 
 
 def replay(
@@ -195,7 +199,7 @@ def replay(
             url=url,
             senders=senders,
         )
-    return Outcome(summary.status)
+    return outcome_of(summary)
 
 
 def _known_run(state_dir: Path, run_id: str):

@@ -18,6 +18,7 @@ from hookcast.cli.options import (
     connect,
     open_ledger,
 )
+from hookcast.cli.running import outcome_of
 from hookcast.cluster.coordinator import RunSummary
 
 
@@ -95,7 +96,7 @@ def submit(
     # with (each says its own exit code), else the exit code Ray recorded for it.
     if watcher.summary is not None:
         output.print_summary(watcher.summary)  # (its ledger is on the cluster, not here)
-        return Outcome(watcher.summary.status)
+        return outcome_of(watcher.summary)
     if watcher.exit_code is not None:
         return watcher.exit_code
     output.errors.print(f"{submission.submission_id}: {ended.status.lower()} {ended.message}")

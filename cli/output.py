@@ -113,11 +113,10 @@ class RunBar:
         if self._progress is None:
             return
         failed = run.failed_batches + run.skipped_batches
-        self._progress.update(
-            self._task,
-            completed=run.delivered_contacts,
-            failed=f"[red]{failed} failed[/]" if failed else "",
-        )
+        notes = [f"[red]{failed} failed[/]"] if failed else []
+        if run.breaker in ("open", "half-open"):
+            notes.append(f"[yellow]endpoint failing: breaker {run.breaker}[/]")
+        self._progress.update(self._task, completed=run.delivered_contacts, failed=" ".join(notes))
 
     def stop(self) -> None:
         if self._progress is not None:

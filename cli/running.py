@@ -4,7 +4,11 @@ lines for a reader of the output), and the summary with what to do next.
 Ctrl-C (or SIGTERM) once sets ``stop``: nothing new is sent, answers in flight are awaited.
 A second one sets ``stop_now``: the run returns at once and its batches in flight stay
 resumable. Either way the run ends as interrupted, with its summary and the resume hint,
-and the command exits 3; neither ever raises KeyboardInterrupt."""
+and the command exits 3; neither ever raises KeyboardInterrupt.
+
+The hint after the summary names the command that sends what is left: `hookcast resume`
+for batches never acknowledged (an interrupted run, one the canary stopped, batches skipped
+after a 410 or left by the daily quota), `hookcast replay` for dead letters."""
 
 from __future__ import annotations
 
@@ -15,7 +19,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from hookcast.cli import output
+from hookcast.cli.options import Outcome
 from hookcast.cluster.coordinator import RunSummary
+
+# Run statuses that are not outcomes of their own: a run the canary stopped is resumable,
+# as an interrupted one is (exit 3).
+# The canary stopped it: the endpoint refused the first batches for good, which retrying
+# cannot fix (exit 1, as for dead letters); `hookcast resume` sends it once it is fixed.
+_OUTCOME_OF_STATUS = {"aborted": Outcome.FAILED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +110,32 @@ def run_with_progress_lines(
     )
 
 
+def outcome_of(summary: RunSummary) -> Outcome:
+    """How a command that ran ``summary``'s run ended (its exit code follows from it)."""
+    return _OUTCOME_OF_STATUS.get(summary.status) or Outcome(summary.status)
+
+
+def next_steps(summary: RunSummary) -> list[str]:
+    """What to do next after a run: resume what was never sent, replay the dead letters."""
+    run = summary.run_id
+    steps = []
+    if summary.status in ("interrupted", "aborted"):
+        steps.append(f"resume it with: hookcast resume {run}")
+    elif summary.skipped_batches:
+        steps.append(
+            f"{summary.skipped_batches:,} batches were skipped, never sent: once the "
+            f"endpoint is back, send them (same keys) with: hookcast resume {run}"
+        )
+    if summary.failed_batches:
+        steps.append(
+            f"see the dead letters with: hookcast runs show {run}; "
+            f"resend them with: hookcast replay {run}"
+        )
+    return steps
+
+
 def show_summary(summary: RunSummary) -> None:
     """The summary table, then what to do next: resume, or look at the dead letters."""
     output.print_summary(summary)
-    if summary.status == "interrupted":
-        output.errors.print(f"resume it with: hookcast resume {summary.run_id}")
-    elif summary.failed_batches:
-        output.errors.print(
-            f"see the dead letters with: hookcast runs show {summary.run_id}; "
-            f"resend them with: hookcast replay {summary.run_id}"
-        )
+    for step in next_steps(summary):
+        output.errors.print(step)

@@ -22,7 +22,7 @@ from hookcast.cli.options import (
     connect,
     open_ledger,
 )
-from hookcast.cli.running import run_with_progress, show_summary, stop_on_signals
+from hookcast.cli.running import outcome_of, run_with_progress, show_summary, stop_on_signals
 
 
 def sink(
@@ -195,7 +195,7 @@ def demo(
         first = orjson.loads(sample[0])
         output.console.print(f"[bold]one element of the first request[/] (of {len(first)}):")
         output.console.print_json(orjson.dumps(first[0]).decode())
-    return Outcome(summary.status)
+    return outcome_of(summary)
 
 
 def loadtest(

@@ -11,6 +11,7 @@ from datetime import datetime
 import orjson
 
 from hookcast.actors.auth import AuthorizationConfig
+from hookcast.actors.breaker import BreakerSettings
 from hookcast.actors.delivery import RetryPolicy
 from hookcast.actors.egress import EgressPolicy
 from hookcast.actors.errors import JobError
@@ -131,10 +132,16 @@ def sender_config(job: LoadedJob, *, url: str | None = None) -> SenderConfig:
 
 def delivery_settings(job: LoadedJob) -> DeliverySettings:
     retry = job.spec.retry
+    limits = job.spec.rate_limit
     return DeliverySettings(
         signed=job.spec.webhook.signing is not None,
-        max_in_flight=job.spec.rate_limit.max_in_flight,
-        requests_per_second=job.spec.rate_limit.requests_per_second,
+        max_in_flight=limits.max_in_flight,
+        requests_per_second=limits.requests_per_second,
+        contacts_per_second=limits.contacts_per_second,
+        batch_size=job.spec.batch_size,
+        canary_batches=job.spec.canary.batches,
+        adaptive=limits.adaptive,
+        breaker=breaker_settings(job),
         retry=RetryPolicy(
             max_attempts=retry.max_attempts,
             backoff_base_s=retry.backoff_base_s,
@@ -142,6 +149,13 @@ def delivery_settings(job: LoadedJob) -> DeliverySettings:
             retry_after_max_s=retry.retry_after_max_s,
         ),
     )
+
+
+def breaker_settings(job: LoadedJob) -> BreakerSettings | None:
+    spec = job.spec.circuit_breaker
+    if not spec.enabled:
+        return None
+    return BreakerSettings(**spec.model_dump(exclude={"enabled"}))
 
 
 def shown_endpoint(url: str, secrets: frozenset[str]) -> str:

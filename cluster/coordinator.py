@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
+from hookcast.actors.breaker import BreakerSettings, BreakerState, CircuitBreaker
+from hookcast.actors.concurrency import AdaptiveConcurrency
 from hookcast.actors.delivery import AttemptResult, Outcome, RetryPolicy
 from hookcast.actors.errors import RunAbortedError
 from hookcast.actors.ratelimit import RateLimiter
@@ -54,7 +56,12 @@ class DeliverySettings:
 
     max_in_flight: int = 8
     requests_per_second: float | None = None
+    contacts_per_second: float | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    batch_size: int = 500  # a batch's contacts when the run does not say (for the limits)
+    canary_batches: int = 3  # the first batches go alone; all failing for good stops the run
+    adaptive: bool = True  # in-flight requests adapt (AIMD) between 1 and max_in_flight
+    breaker: BreakerSettings | None = field(default_factory=BreakerSettings)  # None: off
     prefetch_batches: int = 16  # the segment runs this far ahead, or 2 chunks if more
     chunk_batches: int = 4  # batches per sender call when no request rate is set
     # Batches per segment chunk (one object in Ray's store), at least one sender call's.
@@ -81,6 +88,8 @@ class Progress:
     skipped_batches: int = 0
     retries: int = 0
     requests: int = 0
+    in_flight_limit: int = 0  # the adaptive concurrency limit now (0: not started)
+    breaker: str = "closed"  # the circuit breaker: closed, open, half-open (or off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +125,8 @@ class _Attempt:
     sender: int  # a chunk goes to one sender, unless that sender is lost
     sent_at_ms: int | None = None  # the batch's sendTime, fixed at its first attempt
     send_at: float | None = None  # epoch s of its rate-limit slot
+    left_at: float = 0.0  # monotonic s it was handed to its sender
+    probe: bool = False  # the circuit breaker's half-open probe
 
 
 class Coordinator:
@@ -148,6 +159,8 @@ class Coordinator:
         metrics: RunMetrics | None = None,
         attempts_before: dict[int, int] | None = None,
         rng: random.Random | None = None,
+        sizes: dict[int, int] | None = None,
+        contacts_budget: int | None = None,
     ) -> None:
         self.run_id = run_id
         # Attempts a batch had in earlier sessions of this run (resume, replay): the ledger
@@ -165,13 +178,32 @@ class Coordinator:
         self.stop_now = stop_now or threading.Event()
         self.clock = clock
         self.limiter = RateLimiter(settings.requests_per_second, clock=clock.monotonic)
-        self.per_call = 1 if settings.requests_per_second else settings.chunk_batches
+        self.contact_limiter = RateLimiter(settings.contacts_per_second, clock=clock.monotonic)
+        self.sizes = sizes or {}
+        rated = settings.requests_per_second or settings.contacts_per_second
+        self.per_call = 1 if rated else settings.chunk_batches
         self.per_call = max(1, min(self.per_call, settings.max_in_flight))
         # A chunk goes to one sender: a small run still makes 4 chunks for each of them.
         spread = -(-len(seqs) // (4 * pool.size))
         self.per_chunk = max(self.per_call, min(settings.stream_batches, spread))
         # With a rate, requests leave early and wait at their sender for their slot.
-        self.lead_s = settings.slot_lead_s if settings.requests_per_second else 0.0
+        self.lead_s = settings.slot_lead_s if rated else 0.0
+        self.rated = bool(rated)
+        # The canary: the session's first batches go alone (with their retries); the rest
+        # waits until one is delivered. If each fails for good, the run stops: ABORTED.
+        self.canary = set(self.seqs[: settings.canary_batches])
+        self.canary_failures: dict[int, str] = {}  # seq -> why it failed for good
+        self.canary_failed: str | None = None  # why the canary stopped the run
+        # The day's quota left (contacts); a batch that would pass it is not sent.
+        self.contacts_budget = contacts_budget
+        self.budget_used = 0
+        self.quota_reached = False
+        self.concurrency = AdaptiveConcurrency(
+            settings.max_in_flight, adaptive=settings.adaptive, clock=clock.monotonic
+        )
+        self.breaker = (
+            None if settings.breaker is None else CircuitBreaker(settings.breaker, clock.monotonic)
+        )
         self.rng = rng or random.Random()
         self.in_flight: dict[Call, list[_Attempt]] = {}
         self.in_flight_batches = 0
@@ -191,18 +223,28 @@ class Coordinator:
         stream = self.pool.chunks(self.seqs, self.per_chunk, window)
         stream_done = not self.seqs
         while not self.stop_now.is_set():
-            stopping = self.stop.is_set() or self.gone is not None or self.aborted is not None
+            stopping = (
+                self.stop.is_set()
+                or self.gone is not None
+                or self.aborted is not None
+                or self.canary_failed is not None
+                or self.quota_reached
+            )
             wait_s = self.settings.poll_s
             to_send: list[_Attempt] = []
             while not stopping:
-                free = self.settings.max_in_flight - self.in_flight_batches - len(to_send)
+                free = self._limit() - self.in_flight_batches - len(to_send)
                 if free <= 0:
                     break
-                permit_wait = self.limiter.wait_s() - self.lead_s
+                permit_wait = self._permit_wait_s() - self.lead_s
                 if permit_wait > 0:
                     wait_s = min(wait_s, permit_wait)
                     if self.metrics:
                         self.metrics.waited(wait_s)
+                    break
+                breaker_wait = self._breaker_wait_s()
+                if breaker_wait > 0:
+                    wait_s = min(wait_s, breaker_wait)
                     break
                 attempt = self._due_retry()
                 if attempt is None and not self.ready and not stream_done:
@@ -210,18 +252,31 @@ class Coordinator:
                         self._unpack(next(stream))
                     elif stream.is_finished():
                         stream_done = True
-                if attempt is None and self.ready:
+                if attempt is None and self.ready and self._may_start(self.ready[0]):
                     attempt = self.ready.popleft()
+                    if not self._within_budget(attempt):
+                        self.ready.appendleft(attempt)
+                        break
                 if attempt is None:
                     break
-                slot = self.limiter.take()
+                if self.breaker is not None and self.breaker.state is not BreakerState.CLOSED:
+                    self.breaker.allow()  # hands out the probe: this request
+                    attempt.probe = True
+                size = self.sizes.get(attempt.seq, self.settings.batch_size)
+                slot = max(self.limiter.take(), self.contact_limiter.take(size))
                 attempt.send_at = (
-                    self.clock.wall() + (slot - self.clock.monotonic())
-                    if self.settings.requests_per_second
-                    else None
+                    self.clock.wall() + (slot - self.clock.monotonic()) if self.rated else None
                 )
                 to_send.append(attempt)
+                if attempt.probe:
+                    break  # the probe goes alone
             self._send(to_send)
+            if self.breaker is not None and self.breaker.outage_too_long():
+                self.aborted = (
+                    f"the endpoint has failed for {self.breaker.outage_s():.0f} s "
+                    f"(circuit_breaker.max_outage_s {self.settings.breaker.max_outage_s:g}): "
+                    "stopped; `hookcast resume` sends the rest once it is back"
+                )
             idle = not self.ready and not self.retries and stream_done
             if not self.in_flight and (stopping or idle):
                 break
@@ -233,7 +288,10 @@ class Coordinator:
         self._flush()
         if self.aborted is not None:
             raise RunAbortedError(self.aborted)
-        stopped = self.stop.is_set() or self.stop_now.is_set()
+        if self.canary_failed is not None:
+            self._waiting_back_to_planned()
+            return RunStatus.ABORTED
+        stopped = self.stop.is_set() or self.stop_now.is_set() or self.quota_reached
         if stopped:
             self._waiting_back_to_planned()
         if stopped and self.gone is None and self._unfinished():
@@ -242,6 +300,71 @@ class Coordinator:
             self._skip_rest(stream_done)
         self._flush()
         return RunStatus.SUCCEEDED if self._all_delivered() else RunStatus.FAILED
+
+    def _limit(self) -> int:
+        """Requests that may be in flight now: the adaptive limit, the canary's while it
+        flies."""
+        limit = self.concurrency.limit
+        if self._canary_flying():
+            return min(limit, len(self.canary))
+        return limit
+
+    def _breaker_wait_s(self) -> float:
+        """How long the breaker holds every request back (0: not at all); while its probe
+        is out, until the probe's answer comes."""
+        if self.breaker is None:
+            return 0.0
+        wait = self.breaker.wait_s()
+        return self.settings.poll_s if math.isinf(wait) else wait
+
+    def _canary_flying(self) -> bool:
+        return bool(self.canary) and self.canary_failed is None
+
+    def _may_start(self, attempt: _Attempt) -> bool:
+        """While the canary flies, only its batches leave."""
+        return not self._canary_flying() or attempt.seq in self.canary
+
+    def _permit_wait_s(self) -> float:
+        return max(self.limiter.wait_s(), self.contact_limiter.wait_s())
+
+    def _within_budget(self, attempt: _Attempt) -> bool:
+        """Whether a batch's first request fits in the day's quota; if not, nothing new is
+        sent (the run ends INTERRUPTED, resumable when the quota resets)."""
+        if self.contacts_budget is None:
+            return True
+        size = self.sizes.get(attempt.seq, self.settings.batch_size)
+        if self.budget_used + size > self.contacts_budget:
+            self.quota_reached = True
+            return False
+        self.budget_used += size
+        return True
+
+    def _canary_answer(self, attempt: _Attempt, *, failed: bool, reason: str = "") -> None:
+        """A canary batch's fate: delivered (or emptied) lets the rest go; when each one
+        failed for good, the run stops (its failures are dead letters, as always)."""
+        if attempt.seq not in self.canary or not self._canary_flying():
+            return
+        if not failed:
+            self.canary.clear()
+            return
+        self.canary_failures.setdefault(attempt.seq, reason)
+        self._canary_verdict()
+
+    def _canary_inconclusive(self, seq: int) -> None:
+        """A 413 is about the body, not the endpoint: that batch gives no verdict."""
+        if seq in self.canary and self._canary_flying():
+            self.canary.discard(seq)
+            self._canary_verdict()
+
+    def _canary_verdict(self) -> None:
+        if self.canary and len(self.canary_failures) == len(self.canary):
+            first = self.canary_failures[min(self.canary_failures)]
+            self.canary_failed = (
+                f"the canary stopped the run: each of its first {len(self.canary)} batches "
+                f"failed for good (first: {first}); nothing more was sent. Fix the endpoint, "
+                f"then `hookcast resume {self.run_id}` sends the rest and `hookcast replay "
+                f"{self.run_id}` the canary's"
+            )
 
     def _unpack(self, chunk: Chunk) -> None:
         """A chunk from the segment holds the next ``per_chunk`` wanted batches; they all go
@@ -280,7 +403,9 @@ class Coordinator:
         orders = [BatchOrder(a.seq, a.key, a.attempt, a.sent_at_ms, a.send_at) for a in group]
         call = self.pool.submit(group[0].sender, group[0].chunk, orders)
         self.in_flight[call] = group
-        self.in_flight_batches += len(group)
+        for attempt in group:
+            self.in_flight_batches += 1
+            attempt.left_at = self.concurrency.on_send(self.in_flight_batches)
 
     def _collect(self, timeout_s: float) -> None:
         if not self.in_flight:
@@ -308,8 +433,11 @@ class Coordinator:
                     if self.metrics:
                         self.metrics.attempt(result, retry=attempt.attempt > 1)
         self._flush()
+        self.progress.in_flight_limit = self.concurrency.limit
+        self.progress.breaker = "off" if self.breaker is None else str(self.breaker.state)
         if self.metrics:
             self.metrics.set_queued(len(self.ready))
+            self.metrics.set_guards(self.progress.in_flight_limit, self.progress.breaker)
         self.on_progress(self.progress)
 
     def _record(self, attempt: _Attempt, result: AttemptResult) -> None:
@@ -318,6 +446,10 @@ class Coordinator:
         if outcome in _SENT:  # requests handed back unsent (late, no token) do not count
             self.progress.requests += 1
             self.progress.retries += attempt.attempt > 1
+            if self._endpoint_heard(attempt, result):
+                return
+        if outcome in (Outcome.DELIVERED, Outcome.EMPTY):
+            self._canary_answer(attempt, failed=False)
         if outcome is Outcome.DELIVERED:
             self._final(attempt, BatchStatus.DELIVERED, result, latency_ms, None)
             self.progress.delivered_batches += 1
@@ -353,10 +485,34 @@ class Coordinator:
                 reason = f"{reason} (gave up after {attempt.attempt} attempts)"
             if result.response_excerpt:
                 reason = f"{reason}: {result.response_excerpt}"
+            if result.status == 413:
+                self._canary_inconclusive(attempt.seq)
+            elif outcome is not Outcome.GONE:
+                self._canary_answer(attempt, failed=True, reason=reason)
             self._final(attempt, BatchStatus.DEAD_LETTERED, result, latency_ms, reason)
             self.progress.failed_batches += 1
             if self.metrics:
                 self.metrics.dead_letter()
+
+    def _endpoint_heard(self, attempt: _Attempt, result: AttemptResult) -> bool:
+        """Tell the breaker and the concurrency limit what the endpoint answered. True when
+        the answer is a failed probe: the batch waits for the next probe, no attempt used."""
+        status = result.status
+        timed_out = status is None and "Timeout" in (result.error or "")
+        self.concurrency.on_answer(
+            result.latency_s,
+            backpressure=status == 503 or timed_out,
+            throttled=status == 429,
+            sent_at=attempt.left_at,
+        )
+        if self.breaker is None:
+            return False
+        failed = status is None or status >= 500 or status == 408
+        self.breaker.record(ok=not failed, sent_at=attempt.left_at)
+        if attempt.probe and failed:
+            self._schedule_retry(attempt, 0.0, same_attempt=True)
+            return True
+        return False
 
     def _final(
         self,

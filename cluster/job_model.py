@@ -7,6 +7,7 @@ what is allowed; ``job_messages`` turns pydantic's errors into those bullets.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -25,7 +26,7 @@ from hookcast.actors.egress import parse_networks
 from hookcast.actors.errors import TriggerError
 from hookcast.actors.signing import secret_problem
 from hookcast.actors.trigger import Schedule, schedule_from
-from hookcast.actors.trigger_syntax import check_kind
+from hookcast.actors.trigger_syntax import check_kind, time_zone
 from hookcast.actors.urls import control_problem, header_name_problem, http_url_problem
 from hookcast.cluster.job_messages import show
 
@@ -66,7 +67,14 @@ HeaderFields = Annotated[dict[str, str], AfterValidator(_check_header_fields)]
 QueryFields = Annotated[dict[str, str], AfterValidator(_check_query_fields)]
 
 
+_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+
+
 def _check_secret(secret: str) -> str:
+    if _REFERENCE.fullmatch(secret):
+        # Left unexpanded (`hookcast submit` checks a job without the values): the cluster
+        # checks it when it expands the reference.
+        return secret
     problem = secret_problem(secret)
     if problem is not None:
         raise ValueError(f"the secret {problem}")
@@ -325,6 +333,75 @@ class RateLimitSpec(BaseModel):
     max_in_flight: int = Field(
         8, ge=1, le=1000, description="Requests awaiting an answer at once, 1 to 1000."
     )
+    contacts_per_second: float | None = Field(
+        None, gt=0, description="Contacts per second to the endpoint; absent: no limit."
+    )
+    adaptive: bool = Field(
+        True,
+        strict=True,
+        description="true: concurrency adapts (AIMD) between 1 and max_in_flight.",
+    )
+    daily_contacts: int | None = Field(
+        None,
+        strict=True,
+        ge=1,
+        description="Contacts per endpoint per day, across every run and job; absent: no quota.",
+    )
+    timezone: str | None = Field(
+        None,
+        description="The IANA time zone a day starts in; absent: the trigger's, else UTC.",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                time_zone(value)
+            except TriggerError:
+                raise ValueError(
+                    f"{show(value)} is not an IANA time zone: give one like Asia/Shanghai or UTC."
+                ) from None
+        return value
+
+
+class CanarySpec(BaseModel):
+    """The first requests of a run, which stop it if the endpoint refuses every one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batches: int = Field(
+        3,
+        strict=True,
+        ge=0,
+        le=100,
+        description="Batches sent first, alone; if each fails for good the run stops. 0: off.",
+    )
+
+
+class CircuitBreakerSpec(BaseModel):
+    """When the endpoint is failing, wait for it instead of using up the retries."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(
+        True, strict=True, description="false: no breaker (every failure uses an attempt)."
+    )
+    failure_ratio: float = Field(
+        0.7,
+        gt=0,
+        le=1,
+        description="The share of failed requests in window_s that opens the breaker.",
+        json_schema_extra={"allowed": "give a share above 0 and at most 1, like 0.7"},
+    )
+    min_requests: int = Field(
+        10, strict=True, ge=1, description="Requests in window_s before it may open."
+    )
+    window_s: float = Field(30.0, gt=0, description="The window failures are counted over.")
+    open_s: float = Field(30.0, gt=0, description="The first pause; it doubles up to 300 s.")
+    max_outage_s: float = Field(
+        3600.0, gt=0, description="An outage this long stops the run as interrupted."
+    )
 
 
 class RetrySpec(BaseModel):
@@ -429,6 +506,12 @@ class JobSpec(BaseModel):
         le=500,
         description="Contacts per request, 1 to 500.",
         json_schema_extra={"allowed": "a request carries 1 to 500 contacts"},
+    )
+    canary: CanarySpec = Field(
+        default_factory=CanarySpec, description="The first batches, which can stop a run."
+    )
+    circuit_breaker: CircuitBreakerSpec = Field(
+        default_factory=CircuitBreakerSpec, description="Waiting out an endpoint's outage."
     )
     trigger: TriggerSpec = Field(
         default_factory=TriggerSpec, description="When the broadcast fires; absent: now."

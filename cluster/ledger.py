@@ -7,6 +7,11 @@ broadcast is the only writer of that run's rows; it commits once per round of re
 
 A batch's key and id range are written (``planned``) before its first request is sent.
 Secrets never reach the ledger: it keeps the job file as written (``${ENV}`` unexpanded).
+
+One job is sent by one process at a time: a run (or a resume, a replay) of a job that a
+live process is already sending is refused, checked and recorded in one write transaction,
+so two processes starting at the same instant cannot both pass. Two runs of a job at once
+would send every contact twice under different keys, which the endpoint cannot undo.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hookcast.actors.errors import LedgerError, LedgerUnavailableError, RunNotFoundError
-from hookcast.cluster.ledger_sqlite import Transaction, open_database, translated
+from hookcast.cluster.ledger_sqlite import AddedColumn, Transaction, open_database, translated
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -48,7 +53,8 @@ CREATE TABLE IF NOT EXISTS runs (
     job_text TEXT,
     pid INTEGER,
     host TEXT,
-    note TEXT
+    note TEXT,
+    resume_after REAL
 );
 CREATE TABLE IF NOT EXISTS batches (
     run_id TEXT NOT NULL,
@@ -63,8 +69,29 @@ CREATE TABLE IF NOT EXISTS batches (
     latency_ms REAL,
     reason TEXT,
     updated_at REAL,
+    delivered_at REAL,
     PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
+"""
+
+# Columns added since the first ledger.db: an older file gets them when it is opened.
+ADDED_COLUMNS = (
+    # When the endpoint acknowledged the batch (epoch s): what the daily quota counts.
+    # A batch delivered before the column existed was last updated when it was delivered.
+    AddedColumn(
+        "batches",
+        "delivered_at",
+        "REAL",
+        "UPDATE batches SET delivered_at = updated_at WHERE status = 'delivered'",
+    ),
+    # When a run the daily quota stopped may go on (epoch s): the scheduler resumes its
+    # own runs then.
+    AddedColumn("runs", "resume_after", "REAL"),
+)
+INDEXES = """
+CREATE INDEX IF NOT EXISTS batches_delivered_at ON batches (delivered_at)
+    WHERE delivered_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS runs_job_status ON runs (job, status);
 """
 
 
@@ -73,6 +100,8 @@ class RunStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"  # every batch delivered
     FAILED = "failed"  # finished, but some batches were dead-lettered or skipped
     INTERRUPTED = "interrupted"  # stopped before the end; `hookcast resume` finishes it
+    # stopped by the canary: the endpoint refused the first batches; resume sends the rest
+    ABORTED = "aborted"
 
 
 class BatchStatus(enum.StrEnum):
@@ -84,6 +113,9 @@ class BatchStatus(enum.StrEnum):
 
 
 UNFINISHED = (BatchStatus.PLANNED, BatchStatus.SENDING)
+# What `hookcast resume` sends: the unfinished batches, and those skipped after a 410 (the
+# endpoint may be back). Dead letters are replay's.
+RESUMABLE = (BatchStatus.PLANNED, BatchStatus.SENDING, BatchStatus.SKIPPED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +140,7 @@ class RunRecord:
     pid: int | None = None
     host: str | None = None
     note: str | None = None
+    resume_after: float | None = None  # the quota stopped it: it may go on from then
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -172,13 +205,48 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+# The runs this process is sending now, as (ledger file, run id): from create_run or
+# claim_run to finish_run or release. A RUNNING run with this process's pid that is not
+# here was cut short by an error in a process that lives on (the scheduler's actor), so it
+# is as stale as one whose process died.
+_SENDING_HERE: set[tuple[str, str]] = set()
+
+
+def _sent_by_live_process(ledger_file: str, run_id: str, pid: int | None, host: str | None) -> bool:
+    """Whether a RUNNING run is still being sent. Another host's processes cannot be seen
+    from here: such a run counts as live."""
+    if host != socket.gethostname() or not pid:
+        return True
+    if pid == os.getpid():
+        return (ledger_file, run_id) in _SENDING_HERE
+    return _pid_alive(pid)
+
+
+def _already_running(
+    job: str, run_id: str, pid: int | None, host: str | None, since: float, then: str = ""
+) -> LedgerError:
+    """The refusal of a run of ``job`` while run ``run_id`` sends it; ``then``: what may go
+    once it has ended (a resume or replay of another run of the job)."""
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(since))
+    return LedgerError(
+        f"job {job} is already running: run {run_id} (pid {pid} on {host}, started "
+        f"{started}) is sending it, and two runs at once would send every contact twice "
+        f"under different keys. Nothing was sent. Wait for it to end (`hookcast status` or "
+        f"`hookcast runs show {run_id}` shows its progress); if its process is gone, "
+        f"`hookcast resume {run_id}` finishes it.{then}"
+    )
+
+
 class Ledger:
     """Runs and batches in ``<state_dir>/ledger.db``; frozen audiences beside it."""
 
     def __init__(self, state_dir: str | Path) -> None:
         self.state_dir = Path(state_dir).expanduser()
         self.path = self.state_dir / "ledger.db"
-        self._db = open_database(self.state_dir, self.path, SCHEMA)
+        self._db = open_database(
+            self.state_dir, self.path, SCHEMA, added=ADDED_COLUMNS, indexes=INDEXES
+        )
+        self._file = str(self.path.resolve())
 
     def close(self) -> None:
         with translated(self.path, "closing it"):
@@ -200,26 +268,93 @@ class Ledger:
 
     def create_run(self, run: RunRecord, batches: Iterable[BatchRecord] = ()) -> None:
         """Record a run with its planned batches, in one transaction: a run that exists
-        always has its batches, so it can always be resumed."""
+        always has its batches, so it can always be resumed.
+
+        A RUNNING run is refused (LedgerError naming the run that sends its job, its pid
+        and host) while a live process sends another run of the same job: checked inside
+        the same write transaction, so of two processes starting at once one is refused."""
         values = asdict(run)
         values["pid"] = values["pid"] or os.getpid()
         values["host"] = values["host"] or socket.gethostname()
         marks = ", ".join("?" for _ in _RUN_COLUMNS)
         with self._transaction(f"recording run {run.run_id} and its planned batches"):
+            if run.status == RunStatus.RUNNING:
+                self._refuse_if_running(run.job, besides=run.run_id)
             self._db.execute(
                 f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({marks})",
                 [values[c] for c in _RUN_COLUMNS],
             )
             self._db.executemany(_PLAN_SQL, _plan_rows(run.run_id, batches))
+        if run.status == RunStatus.RUNNING and values["pid"] == os.getpid():
+            _SENDING_HERE.add((self._file, run.run_id))
 
-    def claim_run(self, run_id: str) -> None:
-        """Mark ``run_id`` as being sent by this process (a resume or a replay)."""
+    def claim_run(self, run_id: str, verb: str = "resume") -> None:
+        """Mark ``run_id`` as being sent by this process (to ``verb`` it: a resume or a
+        replay). Refused (LedgerError) while a live process sends it or another run of its
+        job: checked and claimed in one write transaction."""
         with self._transaction(f"claiming run {run_id} for this process"):
+            row = self._db.execute(
+                "SELECT job, status, pid, host, created_at FROM runs WHERE run_id = ?",
+                (run_id,),
+            ).fetchone()
+            if row is not None:
+                job, status, pid, host, _ = row
+                if status == RunStatus.RUNNING and _sent_by_live_process(
+                    self._file, run_id, pid, host
+                ):
+                    raise LedgerError(
+                        f"run {run_id} is still running (pid {pid} on {host}): stop it "
+                        f"first, or wait for it to end, before you {verb} it."
+                    )
+                self._refuse_if_running(
+                    job,
+                    besides=run_id,
+                    then=f" `hookcast {verb} {run_id}` can go once it has ended.",
+                )
             self._db.execute(
                 "UPDATE runs SET status = ?, pid = ?, host = ?, finished_at = NULL "
                 "WHERE run_id = ?",
                 (RunStatus.RUNNING, os.getpid(), socket.gethostname(), run_id),
             )
+        _SENDING_HERE.add((self._file, run_id))
+
+    def release(self, run_id: str) -> None:
+        """This process no longer sends ``run_id`` (it ended, or failed on the way): if the
+        ledger still shows it RUNNING, it shows as interrupted and may be resumed."""
+        _SENDING_HERE.discard((self._file, run_id))
+
+    def running_run(self, job: str, *, besides: str | None = None) -> RunRecord | None:
+        """The run of ``job`` (other than ``besides``) that a live process is sending now,
+        or None. RUNNING runs whose process died are stale and do not count."""
+        with self._read(f"looking for a running run of job {job}"):
+            found = self._live_run_of(job, besides)
+        return None if found is None else self.get_run(found)
+
+    def refuse_if_running(self, job: str) -> None:
+        """LedgerError naming the running run when a live process sends ``job`` now (the
+        early check, before anything is started; create_run and claim_run check again)."""
+        with self._read(f"looking for a running run of job {job}"):
+            self._refuse_if_running(job)
+
+    def _live_run_of(self, job: str, besides: str | None = None) -> str | None:
+        rows = self._db.execute(
+            "SELECT run_id, pid, host FROM runs WHERE job = ? AND status = ? AND run_id != ? "
+            "ORDER BY created_at",
+            (job, RunStatus.RUNNING, besides or ""),
+        ).fetchall()
+        for run_id, pid, host in rows:
+            if _sent_by_live_process(self._file, run_id, pid, host):
+                return run_id
+        return None
+
+    def _refuse_if_running(self, job: str, besides: str | None = None, then: str = "") -> None:
+        found = self._live_run_of(job, besides)
+        if found is None:
+            return
+        pid, host, created_at = self._db.execute(
+            "SELECT pid, host, created_at FROM runs WHERE run_id = ?", (found,)
+        ).fetchone()
+        raise _already_running(job, found, pid, host, created_at, then)
 
     def finish_run(
         self,
@@ -229,14 +364,16 @@ class Ledger:
         duration_s: float,
         retries: int,
         note: str | None = None,
+        resume_after: float | None = None,
     ) -> RunRecord:
-        """Record the end of a run with its counts taken from its batches."""
+        """Record the end of a run with its counts taken from its batches; ``resume_after``
+        (epoch s): the daily quota stopped it, and it may go on from then."""
         counts = self.batch_counts(run_id)
         with self._transaction(f"recording the end of run {run_id}"):
             self._db.execute(
                 "UPDATE runs SET status = ?, finished_at = ?, duration_s = ?, retries = ?, "
                 "note = ?, delivered_batches = ?, failed_batches = ?, skipped_batches = ?, "
-                "delivered_contacts = ? WHERE run_id = ?",
+                "delivered_contacts = ?, resume_after = ? WHERE run_id = ?",
                 (
                     status,
                     time.time(),
@@ -247,9 +384,11 @@ class Ledger:
                     counts.get(BatchStatus.DEAD_LETTERED, (0, 0))[0],
                     counts.get(BatchStatus.SKIPPED, (0, 0))[0],
                     counts.get(BatchStatus.DELIVERED, (0, 0))[1],
+                    resume_after,
                     run_id,
                 ),
             )
+        self.release(run_id)
         return self.get_run(run_id)
 
     def find_run(self, run_id: str) -> RunRecord | None:
@@ -297,7 +436,7 @@ class Ledger:
             return run
         counts = self.batch_counts(run.run_id)
         status = run.status
-        if run.host == socket.gethostname() and run.pid and not _pid_alive(run.pid):
+        if not _sent_by_live_process(self._file, run.run_id, run.pid, run.host):
             status = RunStatus.INTERRUPTED
         return RunRecord(
             **{
@@ -323,9 +462,19 @@ class Ledger:
         now = time.time()
         self._write(
             "UPDATE batches SET status = ?, attempts = ?, http_status = ?, latency_ms = ?, "
-            "reason = ?, updated_at = ? WHERE run_id = ? AND seq = ?",
+            "reason = ?, updated_at = ?, delivered_at = ? WHERE run_id = ? AND seq = ?",
             (
-                (u.status, u.attempts, u.http_status, u.latency_ms, u.reason, now, run_id, u.seq)
+                (
+                    u.status,
+                    u.attempts,
+                    u.http_status,
+                    u.latency_ms,
+                    u.reason,
+                    now,
+                    now if u.status == BatchStatus.DELIVERED else None,
+                    run_id,
+                    u.seq,
+                )
                 for u in updates
             ),
             f"recording run {run_id}'s batch outcomes",
@@ -341,6 +490,18 @@ class Ledger:
                 (run_id,),
             ).fetchall()
         return {status: (n, contacts) for status, n, contacts in rows}
+
+    def delivered_contacts(self, endpoint: str, since: float) -> int:
+        """Contacts delivered to ``endpoint`` from ``since`` (epoch s) on, by every run of
+        every job in this ledger: what the daily quota counts."""
+        with self._read(f"counting the contacts delivered to {endpoint}"):
+            (total,) = self._db.execute(
+                "SELECT coalesce(sum(b.contacts), 0) FROM batches AS b "
+                "JOIN runs AS r ON r.run_id = b.run_id "
+                "WHERE b.delivered_at >= ? AND b.status = ? AND r.endpoint = ?",
+                (since, BatchStatus.DELIVERED, endpoint),
+            ).fetchone()
+        return int(total)
 
     def batches(self, run_id: str, statuses: Iterable[str] | None = None) -> list[BatchRecord]:
         sql = f"SELECT {', '.join(_BATCH_COLUMNS)} FROM batches WHERE run_id = ?"

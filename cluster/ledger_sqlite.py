@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from hookcast.actors.errors import LedgerUnavailableError
@@ -80,9 +81,32 @@ def translated(
         raise unavailable(path, doing, exc, run_id, writing=writing) from exc
 
 
-def open_database(state_dir: Path, path: Path, schema: str) -> sqlite3.Connection:
-    """The ledger's SQLite database at ``path`` (WAL mode, ``schema`` applied), creating
-    ``state_dir`` if need be; LedgerUnavailableError naming the path and the fix if not."""
+@dataclass(frozen=True, slots=True)
+class AddedColumn:
+    """A column a later version added to a table: a ledger.db made before it gets it when
+    opened (``ALTER TABLE ... ADD COLUMN``), then ``backfill`` (SQL, once) fills it in for
+    the rows already there."""
+
+    table: str
+    column: str
+    declaration: str  # e.g. "REAL": what ADD COLUMN allows (nullable, or with a default)
+    backfill: str = ""
+
+
+def open_database(
+    state_dir: Path,
+    path: Path,
+    schema: str,
+    *,
+    added: Sequence[AddedColumn] = (),
+    indexes: str = "",
+) -> sqlite3.Connection:
+    """The ledger's SQLite database at ``path`` (WAL mode, ``schema`` applied, the ``added``
+    columns a ledger.db from before them lacks added, then ``indexes`` created), creating
+    ``state_dir`` if need be; LedgerUnavailableError naming the path and the fix if not.
+
+    The schema has no version number: the ledger and the schedule store share the file,
+    each with its own tables, so a table's own columns say what it has."""
     fix = "pass --state-dir or set HOOKCAST_HOME to a writable folder"
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -96,6 +120,9 @@ def open_database(state_dir: Path, path: Path, schema: str) -> sqlite3.Connectio
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(schema)
+        _add_columns(db, added)
+        if indexes:
+            db.executescript(indexes)
     except sqlite3.Error as exc:
         if db is not None:
             db.close()
@@ -104,3 +131,30 @@ def open_database(state_dir: Path, path: Path, schema: str) -> sqlite3.Connectio
             f"Make {state_dir} writable and {path} a hookcast ledger (or remove it), or {fix}."
         ) from exc
     return db
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+def _add_columns(db: sqlite3.Connection, added: Sequence[AddedColumn]) -> None:
+    """Add the columns a table lacks, in one write transaction; nothing is written when it
+    has them all (a read-only ledger of this version still opens). Two processes opening
+    an old ledger at once: the second finds the columns added under its lock."""
+    if all(c.column in _columns(db, c.table) for c in added):
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for column in added:
+            if column.column in _columns(db, column.table):
+                continue
+            db.execute(
+                f"ALTER TABLE {column.table} ADD COLUMN {column.column} {column.declaration}"
+            )
+            if column.backfill:
+                db.execute(column.backfill)
+    except sqlite3.Error:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

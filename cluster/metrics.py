@@ -12,6 +12,7 @@ from ray.util.metrics import Counter, Gauge, Histogram
 from hookcast.actors.delivery import AttemptResult
 
 _TAGS = ("job", "endpoint")
+_BREAKER_VALUE = {"closed": 0.0, "half-open": 0.5, "open": 1.0}
 _LATENCY_BOUNDARIES_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 
 
@@ -52,7 +53,19 @@ class RunMetrics:
             description="Batches read from the audience and waiting for a sender.",
             tag_keys=_TAGS,
         )
+        self.in_flight_limit = Gauge(
+            "hookcast_in_flight_limit",
+            description="Requests allowed in flight now (adaptive concurrency).",
+            tag_keys=_TAGS,
+        )
+        self.breaker_open = Gauge(
+            "hookcast_breaker_open",
+            description="The circuit breaker: 0 closed, 0.5 half-open (probing), 1 open.",
+            tag_keys=_TAGS,
+        )
         for metric in (
+            self.in_flight_limit,
+            self.breaker_open,
             self.requests,
             self.contacts,
             self.retries,
@@ -81,3 +94,7 @@ class RunMetrics:
 
     def set_queued(self, batches: int) -> None:
         self.queued.set(batches)
+
+    def set_guards(self, in_flight_limit: int, breaker: str) -> None:
+        self.in_flight_limit.set(in_flight_limit)
+        self.breaker_open.set(_BREAKER_VALUE.get(breaker, 0.0))

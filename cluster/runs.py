@@ -3,12 +3,18 @@
 A run is: validate (nothing sent on bad input) -> freeze the audience -> plan every batch in
 the ledger with its key -> deliver -> record the end. Resume and replay reuse the frozen
 audience and the planned keys, so a batch always carries the same contacts and key.
+
+A job is sent by one process at a time: a run, resume or replay of a job whose other run a
+live process is sending is refused before anything is sent (the ledger checks it). With
+``rate_limit.daily_contacts`` a run sends only what is left of the endpoint's quota today
+(counted over every run in the ledger) and ends interrupted, resumable, once it is used up.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets as token_source
+import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -18,13 +24,14 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 from hookcast.actors.errors import LedgerError, RunAbortedError
+from hookcast.actors.quota import DailyQuota, contacts_left, day_window, quota_note
 from hookcast.actors.redact import redact
 from hookcast.actors.segment import AudienceInfo, Segment
 from hookcast.cluster.compile import RunPlan, compile_job, insecure_warning
 from hookcast.cluster.coordinator import Coordinator, Progress, RunSummary
 from hookcast.cluster.job import LoadedJob, load_job_text
 from hookcast.cluster.ledger import (
-    UNFINISHED,
+    RESUMABLE,
     BatchRecord,
     BatchStatus,
     Ledger,
@@ -66,6 +73,15 @@ def plan_batches(run_id: str, ids: pa.Array, batch_size: int) -> list[BatchRecor
     return plans
 
 
+def daily_quota(job: LoadedJob) -> DailyQuota | None:
+    """The job's daily quota of contacts for its endpoint, or None: the day starts at
+    midnight in ``rate_limit.timezone``, else the trigger's time zone (UTC by default)."""
+    limits = job.spec.rate_limit
+    if limits.daily_contacts is None:
+        return None
+    return DailyQuota(limits.daily_contacts, limits.timezone or job.spec.trigger.timezone)
+
+
 # -- checks that need no Ray --------------------------------------------------------------------
 
 
@@ -96,43 +112,59 @@ def start_run(
 
     ``stop``: send nothing new, let the requests in flight finish, end INTERRUPTED.
     ``stop_now``: end INTERRUPTED at once; the batches in flight stay SENDING, and resume
-    sends them again with their keys."""
+    sends them again with their keys.
+
+    Raises LedgerError, sending nothing, while a live process sends another run of the job
+    (checked before anything starts, and again, race-free, as the run is recorded)."""
     plan = compile_job(job)
     _validate_audience(plan)
+    ledger.refuse_if_running(job.spec.name)
     run_id = run_id or new_run_id(job.spec.name)
     pool = RaySenderPool(plan, run_id, senders=senders)
     try:
         ids = pool.freeze()
         ledger.freeze_audience(run_id, ids)
         plans = plan_batches(run_id, ids, job.spec.batch_size)
-        ledger.create_run(
-            RunRecord(
-                run_id=run_id,
-                job=job.spec.name,
-                status=RunStatus.RUNNING,
-                contacts=len(ids),
-                batches=len(plans),
-                batch_size=job.spec.batch_size,
-                created_at=time.time(),
-                endpoint=plan.endpoint,
-                job_path=str(job.path),
-                job_text=job.raw_text,
-            ),
-            plans,
-        )
+        try:
+            ledger.create_run(
+                RunRecord(
+                    run_id=run_id,
+                    job=job.spec.name,
+                    status=RunStatus.RUNNING,
+                    contacts=len(ids),
+                    batches=len(plans),
+                    batch_size=job.spec.batch_size,
+                    created_at=time.time(),
+                    endpoint=plan.endpoint,
+                    job_path=str(job.path),
+                    job_text=job.raw_text,
+                ),
+                plans,
+            )
+        except LedgerError:
+            # Not recorded (another run of the job got there first, or the ledger cannot be
+            # written): its frozen audience belongs to no run.
+            if ledger.find_run(run_id) is None:
+                shutil.rmtree(ledger.audience_path(run_id).parent, ignore_errors=True)
+            raise
         logger.info("run %s: %d contacts in %d batches", run_id, len(ids), len(plans))
-        pool.use_audience(ids)
-        return _deliver(
-            plan,
-            ledger,
-            run_id,
-            pool,
-            {p.seq: p.idem_key for p in plans},
-            on_planned=on_planned,
-            on_progress=on_progress,
-            stop=stop,
-            stop_now=stop_now,
-        )
+        try:
+            pool.use_audience(ids)
+            return _deliver(
+                plan,
+                ledger,
+                run_id,
+                pool,
+                {p.seq: p.idem_key for p in plans},
+                {p.seq: p.contacts for p in plans},
+                quota=daily_quota(job),
+                on_planned=on_planned,
+                on_progress=on_progress,
+                stop=stop,
+                stop_now=stop_now,
+            )
+        finally:
+            ledger.release(run_id)
     finally:
         pool.close()
 
@@ -155,12 +187,14 @@ def resume_run(
     stop: threading.Event | None = None,
     stop_now: threading.Event | None = None,
 ) -> RunSummary:
-    """Send the batches of ``run_id`` that were never acknowledged, with their keys.
-    The options are ``start_run``'s."""
+    """Send the batches of ``run_id`` that were never acknowledged, with their keys: those
+    planned or in flight when it stopped, and those skipped after a 410 or left by the
+    canary (the endpoint may be back). Dead letters are ``replay_run``'s. The options are
+    ``start_run``'s."""
     return _continue(
         ledger,
         run_id,
-        UNFINISHED,
+        RESUMABLE,
         "resume",
         senders=senders,
         on_planned=on_planned,
@@ -219,31 +253,51 @@ def _continue(
     todo = ledger.batches(run.run_id, statuses)
     job = load_job_text(run.job_text or "", run.job_path or f"{run.job}.yaml")
     if not todo:
-        raise LedgerError(
-            f"run {run.run_id} has no {' or '.join(statuses)} batches: nothing to {verb} "
-            f"(status {run.status})."
-        )
+        raise LedgerError(_nothing_to(verb, run, statuses, ledger.batch_counts(run.run_id)))
     plan = compile_job(job, url=url)
     ids = ledger.frozen_audience(run.run_id)
-    ledger.claim_run(run.run_id)
-    pool = RaySenderPool(plan, run.run_id, senders=senders)
-    logger.info("%s %s: %d batches", verb, run.run_id, len(todo))
+    ledger.claim_run(run.run_id, verb)  # refused while another run of the job is sent
     try:
-        pool.use_audience(ids)
-        return _deliver(
-            plan,
-            ledger,
-            run.run_id,
-            pool,
-            {b.seq: b.idem_key for b in todo},
-            attempts_before={b.seq: b.attempts for b in todo},
-            on_planned=on_planned,
-            on_progress=on_progress,
-            stop=stop,
-            stop_now=stop_now,
-        )
+        pool = RaySenderPool(plan, run.run_id, senders=senders)
+        logger.info("%s %s: %d batches", verb, run.run_id, len(todo))
+        try:
+            pool.use_audience(ids)
+            return _deliver(
+                plan,
+                ledger,
+                run.run_id,
+                pool,
+                {b.seq: b.idem_key for b in todo},
+                {b.seq: b.contacts for b in todo},
+                # The quota is the job's endpoint's: a replay elsewhere (--url) is not held.
+                quota=daily_quota(job) if url is None else None,
+                attempts_before={b.seq: b.attempts for b in todo},
+                on_planned=on_planned,
+                on_progress=on_progress,
+                stop=stop,
+                stop_now=stop_now,
+            )
+        finally:
+            pool.close()
     finally:
-        pool.close()
+        ledger.release(run.run_id)
+
+
+def _nothing_to(
+    verb: str, run: RunRecord, statuses: Sequence[str], counts: dict[str, tuple[int, int]]
+) -> str:
+    """Why ``verb`` has nothing to send in ``run``, and what would send the rest if any."""
+    message = (
+        f"run {run.run_id} has no {', '.join(statuses)} batches: nothing to {verb} "
+        f"(status {run.status})."
+    )
+    dead = counts.get(BatchStatus.DEAD_LETTERED, (0, 0))[0]
+    unsent = sum(counts.get(status, (0, 0))[0] for status in RESUMABLE)
+    if verb == "resume" and dead:
+        message += f" Its {dead:,} dead-lettered batches: `hookcast replay {run.run_id}`."
+    elif verb == "replay" and unsent:
+        message += f" Its {unsent:,} unsent batches: `hookcast resume {run.run_id}`."
+    return message
 
 
 def _deliver(
@@ -252,14 +306,24 @@ def _deliver(
     run_id: str,
     pool: RaySenderPool,
     keys: dict[int, str],
+    sizes: dict[int, int],
     *,
+    quota: DailyQuota | None,
     attempts_before: dict[int, int] | None = None,
     on_planned: ProgressCallback | None,
     on_progress: ProgressCallback | None,
     stop: threading.Event | None,
     stop_now: threading.Event | None,
 ) -> RunSummary:
+    """Send the batches in ``keys`` (seq -> key; ``sizes``: seq -> contacts) and record
+    the end of the run. With a ``quota``, only what is left of it today is sent: when it is
+    used up the run ends INTERRUPTED with a note saying when it resets (``resume_after``)."""
     run = ledger.get_run(run_id)
+    endpoint = run.endpoint or plan.endpoint
+    day = budget = None
+    if quota is not None:
+        day = day_window(time.time(), quota.timezone)
+        budget = contacts_left(quota.contacts, ledger.delivered_contacts(endpoint, day[0]))
     counts = ledger.batch_counts(run_id)
     delivered = counts.get(BatchStatus.DELIVERED, (0, 0))
     progress = Progress(
@@ -272,32 +336,57 @@ def _deliver(
         on_planned(progress)
     if (warning := insecure_warning(plan)) is not None:
         logger.warning("run %s: %s", run_id, warning)
-    pool.wait_ready()  # before the clock starts
-    started = time.monotonic()
-    coordinator = Coordinator(
-        run_id=run_id,
-        ledger=ledger,
-        pool=pool,
-        seqs=list(keys),
-        keys=keys,
-        settings=plan.delivery,
-        progress=progress,
-        on_progress=on_progress,
-        stop=stop,
-        stop_now=stop_now,
-        metrics=RunMetrics(run.job, run.endpoint or ""),
-        attempts_before=attempts_before,
-    )
     note = None
-    try:
-        status = coordinator.run()
-    except RunAbortedError as exc:
-        status, note = RunStatus.INTERRUPTED, redact(exc.reason, plan.secrets)
-    if coordinator.gone:
-        note = coordinator.gone
+    if budget == 0:  # the day's quota is used up already: nothing is sent
+        started = time.monotonic()
+        status, quota_reached = RunStatus.INTERRUPTED, True
+    else:
+        pool.wait_ready()  # before the clock starts
+        started = time.monotonic()
+        coordinator = Coordinator(
+            run_id=run_id,
+            ledger=ledger,
+            pool=pool,
+            seqs=list(keys),
+            keys=keys,
+            settings=plan.delivery,
+            progress=progress,
+            on_progress=on_progress,
+            stop=stop,
+            stop_now=stop_now,
+            metrics=RunMetrics(run.job, run.endpoint or ""),
+            attempts_before=attempts_before,
+            sizes=sizes,
+            contacts_budget=budget,
+        )
+        try:
+            status = coordinator.run()
+        except RunAbortedError as exc:
+            status, note = RunStatus.INTERRUPTED, redact(exc.reason, plan.secrets)
+        quota_reached = coordinator.quota_reached
+        if coordinator.gone:
+            note = coordinator.gone
+        if status == RunStatus.ABORTED and coordinator.canary_failed:
+            note = redact(coordinator.canary_failed, plan.secrets)
+    resume_after = None
+    if quota is not None and day is not None and quota_reached and status == RunStatus.INTERRUPTED:
+        resume_after = day[1]
+        note = quota_note(
+            quota=quota,
+            endpoint=endpoint,
+            delivered_today=ledger.delivered_contacts(endpoint, day[0]),
+            resets_at=resume_after,
+            run_id=run_id,
+            now=time.time(),
+        )
     duration = time.monotonic() - started
     record = ledger.finish_run(
-        run_id, status, duration_s=round(duration, 3), retries=progress.retries, note=note
+        run_id,
+        status,
+        duration_s=round(duration, 3),
+        retries=progress.retries,
+        note=note,
+        resume_after=resume_after,
     )
     logger.info("run %s %s in %.1f s", run_id, status, duration)
     return summarise(record, progress, duration)

@@ -113,9 +113,8 @@ def test_dead_lettered_run_exits_1_and_runs_show_lists_the_batches(
     write_job, audience_5k: Path, tmp_path: Path
 ) -> None:
     with Sink(behaviour=lambda r: Reply(status=422, body=b"no such campaign")) as receiver:
-        result = invoke(
-            "run", write_job(receiver.url, audience_5k), "--json", "--state-dir", tmp_path / "state"
-        )
+        job = write_job(receiver.url, audience_5k, canary__batches=0)  # every batch is sent
+        result = invoke("run", job, "--json", "--state-dir", tmp_path / "state")
     assert result.exit_code == 1
     run_id = orjson.loads(result.stdout)["run_id"]
     shown = invoke("runs", "show", run_id, "--json", "--state-dir", tmp_path / "state")

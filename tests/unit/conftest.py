@@ -6,6 +6,9 @@ from pathlib import Path
 import pytest
 
 from hookcast.actors.segment import Segment, SegmentConfig
+from hookcast.cluster.ledger import Ledger
+
+from .fakes import FakeClock
 
 SEGMENT_BATCH = 100  # the batch size of the `segment` fixture's segments, unless told
 
@@ -35,3 +38,17 @@ def segment() -> Iterator[Callable[..., Segment]]:
     yield make
     for seg in opened:
         seg.close()
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    """A real ledger in a fresh state dir."""
+    book = Ledger(tmp_path / "state")
+    yield book
+    book.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """Monotonic and wall time that move only when the code under test waits."""
+    return FakeClock()

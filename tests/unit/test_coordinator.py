@@ -11,8 +11,6 @@ import bisect
 import random
 import threading
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -27,18 +25,6 @@ RUN = "run-1"
 EPS = 1e-6
 
 
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    book = Ledger(tmp_path / "state")
-    yield book
-    book.close()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
 def coordinator(
     ledger: Ledger,
     clock: FakeClock,
@@ -50,6 +36,8 @@ def coordinator(
     stop_now: threading.Event | None = None,
     on_progress=None,
     planned: bool = False,
+    sizes: dict[int, int] | None = None,
+    contacts_budget: int | None = None,
     **settings,
 ) -> Coordinator:
     keys = (
@@ -58,6 +46,11 @@ def coordinator(
         else plan_run(ledger, RUN, batches)
     )
     settings.setdefault("retry", RetryPolicy(max_attempts=4, backoff_base_s=0.5, backoff_max_s=4))
+    # The guards' own tests are in test_coordinator_guards.py.
+    settings.setdefault("canary_batches", 0)
+    settings.setdefault("adaptive", False)
+    settings.setdefault("breaker", None)
+    settings.setdefault("batch_size", CONTACTS_PER_BATCH)
     return Coordinator(
         run_id=RUN,
         ledger=ledger,
@@ -72,6 +65,8 @@ def coordinator(
         clock=clock.clock(),
         attempts_before=attempts_before,
         rng=random.Random(7),
+        sizes=sizes,
+        contacts_budget=contacts_budget,
     )
 
 

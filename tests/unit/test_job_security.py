@@ -184,3 +184,19 @@ def test_replay_to_a_blocked_url_is_refused(tmp_path: Path) -> None:
 def test_credentials_in_the_url_are_refused(tmp_path: Path) -> None:
     found = problems(job(tmp_path, url="https://user:hunter2@hooks.example.com/in"))
     assert "header" in found["webhook.url"] and "hunter2" not in found["webhook.url"]
+
+
+def test_submit_checks_a_signed_job_without_the_secret_or_the_nodes_policy(
+    tmp_path: Path,
+) -> None:
+    from hookcast.cluster.submit import prepare
+
+    path = job(
+        tmp_path, '  signing: {secret: "${SIGN}"}\n', extra="egress: {allow: [10.0.0.0/8]}\n"
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    name, written = prepare(path, None, out)
+    assert name == "signed" and "${SIGN}" in written.read_text()
+    with pytest.raises(JobFileError):  # a bad literal is still caught before submitting
+        prepare(job(tmp_path, "  signing: {secret: whsec_short}\n"), None, out)

@@ -223,7 +223,7 @@ def test_list_runs_newest_first_with_job_filter_and_limit(ledger):
 
 
 def test_unique_prefix_finds_the_run(ledger):
-    ledger.create_run(_run())
+    ledger.create_run(_run(status=RunStatus.SUCCEEDED))  # one run of a job sends at a time
     ledger.create_run(_run("double11-coupons-20261112T000000-cd34"))
 
     assert ledger.get_run("double11-coupons-20261111").run_id == RUN
@@ -244,7 +244,7 @@ def test_prefix_of_a_job_name_with_underscores_finds_the_run(ledger):
 
 
 def test_ambiguous_prefix_is_an_error_naming_the_candidates(ledger):
-    ledger.create_run(_run())
+    ledger.create_run(_run(status=RunStatus.SUCCEEDED))  # one run of a job sends at a time
     ledger.create_run(_run("double11-coupons-20261112T000000-cd34"))
 
     with pytest.raises(LedgerError) as caught:

@@ -124,14 +124,14 @@ def test_the_end_of_a_run_that_cannot_be_written_names_the_ledger_and_the_fix(le
 
 def test_a_run_that_cannot_be_recorded_names_the_ledger_and_the_fix(ledger) -> None:
     _read_only(ledger)
-    other = RunRecord(run_id="weekly-2", job="weekly", status=RunStatus.RUNNING, created_at=1.0)
+    other = RunRecord(run_id="monthly-2", job="monthly", status=RunStatus.RUNNING, created_at=1.0)
 
     with pytest.raises(LedgerUnavailableError) as caught:
         ledger.create_run(other, [_batch(0)])
 
     message = str(caught.value)
     assert f"the ledger {ledger.path} cannot be written" in message
-    assert "recording run weekly-2" in message
+    assert "recording run monthly-2" in message
     assert "writable" in message and "--state-dir" in message
     assert "sending stopped" not in message  # nothing was being sent
 
