@@ -55,6 +55,10 @@ DECREASE = 0.9  # Vector's multiplicative decrease: a slow period, a 503, a time
 # A 429 says "too many" outright: halve. Three round trips of 429s take the limit to an
 # eighth; ARC's x 0.9 once per period would take 7 periods to halve it.
 THROTTLED_DECREASE = 0.5
+# A round trip over the mean cuts only when two periods in a row say so: on 2 cores shared
+# with the receiver, one slow period was as often the machine (a clean link's limit wandered
+# 5..8 of 8, -12 % end to end, measured) as a queue.
+SLOW_PERIODS_TO_CUT = 2
 STRAGGLER_MEANS = 3.0  # a period is judged at the latest this many mean RTTs after it
 
 
@@ -102,6 +106,7 @@ class AdaptiveConcurrency:
         self._cut_at = -math.inf  # the last decrease
         self._cut_rtt: float | None = None  # the last period's RTT, if it was cut for it
         self._futile_cuts = 0  # cuts in a row that made it no faster
+        self._slow_periods = 0  # too-slow periods in a row, since the last cut
         self._open(clock())
 
     @property
@@ -201,6 +206,10 @@ class AdaptiveConcurrency:
         spread = RTT_DEVIATIONS * _EWMA_SPREAD * math.sqrt((self._noise_var or 0.0) / self._n)
         margin = max(spread, tolerance * self._mean)
         if rtt > self._mean + margin:
+            self._slow_periods += 1
+            if self._slow_periods < SLOW_PERIODS_TO_CUT and not self._slow_start:
+                return  # one slow period is as often a busy machine as a queue
+            self._slow_periods = 0
             no_faster = self._cut_rtt is not None and rtt >= self._cut_rtt - margin
             self._futile_cuts = self._futile_cuts + 1 if no_faster else 0
             self._cut_rtt = rtt
@@ -211,6 +220,7 @@ class AdaptiveConcurrency:
                 self._cut(math.floor(self._limit * DECREASE), now)
             return
         self._cut_rtt, self._futile_cuts = None, 0
+        self._slow_periods = 0
         # In slow start growth stops only at "too slow": noise around the mean must not end
         # it. After it, ARC's rule: at or under the mean (rounding aside).
         if self._reached and (self._slow_start or rtt <= self._mean * (1 + 1e-9)):

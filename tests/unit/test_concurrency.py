@@ -177,7 +177,8 @@ def test_an_endpoint_slower_for_everyone_is_learnt_not_fought() -> None:
         jitter=0.1,
     )
     after = run.limits_from(3.0)
-    assert min(after) >= 12
+    # A few cuts (each after two slow periods in a row), then the new pace is the norm.
+    assert min(after) >= 8
     assert run.limits[-1] == 16
 
 
