@@ -28,6 +28,10 @@ SLOW_MODULES = frozenset(
         "tests/integration/test_auth.py",
         "tests/integration/test_embedded.py",
         "tests/cli/test_signals.py",
+        # Real receivers that refuse, fail for seconds, verify signatures, serve TLS.
+        "tests/integration/test_pushback.py",
+        "tests/integration/test_run_guards.py",
+        "tests/integration/test_signed_delivery.py",
     }
 )
 

@@ -14,8 +14,7 @@ import pytest
 
 from hookcast.actors.errors import LedgerError
 from hookcast.actors.quota import day_window, local_time_text
-from hookcast.cli.options import Outcome
-from hookcast.cli.running import next_steps, outcome_of
+from hookcast.cli.running import next_steps
 from hookcast.cluster.job import load_job
 from hookcast.cluster.ledger import BatchStatus, Ledger, RunStatus
 from hookcast.cluster.runs import replay_run, resume_run, start_run
@@ -146,39 +145,6 @@ def test_batches_skipped_after_a_410_are_sent_by_resume_with_their_keys(
     assert third.status == RunStatus.SUCCEEDED
     assert dead.http_status == 410
     assert len(receiver.recorder.delivered_ids) == 5000
-
-
-def test_a_run_the_canary_stopped_is_aborted_and_resume_and_replay_send_every_batch(
-    write_job, ledger: Ledger, audience_5k: Path
-) -> None:
-    fixed = threading.Event()
-
-    def refuse_until_fixed(request: Request) -> Reply:
-        return OK if fixed.is_set() else Reply(400, body=b'{"error":"bad mapping"}')
-
-    with Sink(behaviour=refuse_until_fixed) as receiver:
-        job = load_job(write_job(receiver.url, audience_5k, retry__max_attempts=1))
-        first = start_run(job, ledger)
-        refused = {a.key for a in receiver.recorder.arrivals}
-        fixed.set()
-        resumed = resume_run(ledger, first.run_id)
-        replayed = replay_run(ledger, first.run_id)
-        arrivals = receiver.recorder.arrivals
-
-    assert first.status == RunStatus.ABORTED
-    assert "canary" in (first.note or "") and "bad mapping" in (first.note or "")
-    assert outcome_of(first) is Outcome.FAILED  # exit 1: the endpoint refused, for good
-    steps = " ".join(next_steps(first))
-    assert f"hookcast resume {first.run_id}" in steps
-    assert f"hookcast replay {first.run_id}" in steps
-    assert len(refused) == 3  # the canary's batches, nothing more
-
-    assert resumed.status == RunStatus.FAILED  # the 7 never sent: delivered; 3 dead letters
-    assert replayed.status == RunStatus.SUCCEEDED
-    planned = {b.idem_key for b in ledger.batches(first.run_id)}
-    assert {a.key for a in arrivals} == planned
-    assert len(receiver.recorder.delivered_ids) == 5000
-    assert receiver.recorder.duplicate_ids == 0
 
 
 # -- the daily quota -----------------------------------------------------------------------------
