@@ -25,7 +25,17 @@ from hookcast.actors.errors import (
     RunAbortedError,
     RunNotFoundError,
 )
-from hookcast.cli import auth, broadcast, cluster, keys, output, runs, schedules, testbed
+from hookcast.cli import (
+    auth,
+    broadcast,
+    cluster,
+    keys,
+    output,
+    runs,
+    schedules,
+    testbed,
+)
+from hookcast.cli import schema as schema_cli
 from hookcast.cli.options import Outcome, settings
 
 EXIT_OK = 0  # every contact delivered (or the command did what it was asked)
@@ -148,7 +158,14 @@ app.add_typer(schedules.schedule_app, name="schedule")
 app.add_typer(schedules.scheduler_app, name="scheduler")
 app.add_typer(auth.auth_app, name="auth")
 app.add_typer(keys.keys_app, name="keys")
-for command in (testbed.loadtest, cluster.status, cluster.submit, testbed.sink, testbed.demo):
+for command in (
+    testbed.loadtest,
+    cluster.status,
+    cluster.submit,
+    testbed.sink,
+    testbed.demo,
+    schema_cli.schema,
+):
     app.command()(command)
 
 

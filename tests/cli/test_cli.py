@@ -46,6 +46,7 @@ COMMANDS = [
     ["submit"],
     ["keys"],
     ["keys", "new"],
+    ["schema"],
 ]
 
 
