@@ -35,6 +35,7 @@ import anyio
 import httpcore
 import httpx
 
+from hookcast.actors.errors import cause_of
 from hookcast.actors.urls import display_url
 
 EGRESS_ENV = "HOOKCAST_EGRESS"
@@ -190,12 +191,8 @@ class EgressBlockedError(httpcore.ConnectError):
 
 def blocked_reason(exc: BaseException) -> str | None:
     """The guard's message when ``exc`` (an httpx error) is its refusal, else None."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, EgressBlockedError):
-            return str(seen)
-        seen = seen.__cause__ or seen.__context__
-    return None
+    refusal = cause_of(exc, EgressBlockedError)
+    return None if refusal is None else str(refusal)
 
 
 def _known(host: str, port: int, resolver: Resolver | None) -> list[str] | None:

@@ -23,6 +23,8 @@ Every argument goes to ``super().__init__`` so the errors survive pickling acros
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 
 class HookcastError(Exception):
     """Base of every error hookcast raises on purpose."""
@@ -121,6 +123,9 @@ class RunAbortedError(HookcastError):
         self.reason = reason
 
 
+_E = TypeVar("_E", bound=BaseException)
+
+
 def unwrap(exc: BaseException) -> BaseException:
     """The original error inside an error that came back from Ray, or ``exc`` itself.
 
@@ -134,6 +139,19 @@ def unwrap(exc: BaseException) -> BaseException:
             break
         exc = cause
     return exc
+
+
+def cause_of(exc: BaseException, kind: type[_E]) -> _E | None:
+    """The first error of ``kind`` in ``exc``'s chain (itself, its ``__cause__`` or
+    ``__context__``, and so on), or None: what httpx wrapped, say."""
+    seen: BaseException | None = exc
+    for _ in range(20):  # a chain is short; a cycle must not hang us
+        if seen is None:
+            return None
+        if isinstance(seen, kind):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def last_line(exc: BaseException, limit: int = 300) -> str:

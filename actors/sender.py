@@ -37,6 +37,7 @@ from isal import isal_zlib
 from hookcast.actors.auth import AuthorizationConfig, Token, TokenError, parse_template
 from hookcast.actors.delivery import AttemptResult, Outcome, classify, parse_retry_after
 from hookcast.actors.egress import EgressPolicy, blocked_reason, guarded_async_transport
+from hookcast.actors.errors import cause_of
 from hookcast.actors.redact import redact
 from hookcast.actors.render import ELEMENT_COLUMN, assemble_body
 from hookcast.actors.signing import signed_headers
@@ -328,10 +329,8 @@ def gzip_body(body: bytes) -> bytes:
 def _transport_error(exc: httpx.HTTPError, url: str) -> str:
     """What went wrong without an answer; a certificate that fails verification says how
     to fix it (it fails the same way on every retry)."""
-    cause: BaseException | None = exc
-    while cause is not None and not isinstance(cause, ssl.SSLCertVerificationError):
-        cause = cause.__cause__ or cause.__context__
-    if isinstance(cause, ssl.SSLCertVerificationError):
+    cause = cause_of(exc, ssl.SSLCertVerificationError)
+    if cause is not None:
         reason = cause.verify_message or cause.reason or str(cause)
         return (
             f"TLS certificate verification failed for {display_url(url)}: {reason}; trust its "

@@ -201,9 +201,6 @@ def _tls(spec: JobSpec, base_dir: Path, source_name: str) -> TlsConfig | None:
 def _egress(spec: JobSpec, env: Mapping[str, str], source_name: str) -> EgressPolicy:
     """The guard's policy; a URL whose host is a literal blocked address is rejected now
     (a host name is checked at connect time, on every address it resolves to)."""
-    reference = "${" + EGRESS_ENV + "}"
-    if env.get(EGRESS_ENV) == reference:
-        env = {}  # `hookcast submit` keeps references: the cluster's nodes apply their own
     try:
         policy = EgressPolicy.from_env(spec.egress.allow, env)
     except ValueError as exc:

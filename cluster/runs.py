@@ -337,39 +337,34 @@ def _deliver(
     if (warning := insecure_warning(plan)) is not None:
         logger.warning("run %s: %s", run_id, warning)
     note = None
-    if budget == 0:  # the day's quota is used up already: nothing is sent
-        started = time.monotonic()
-        status, quota_reached = RunStatus.INTERRUPTED, True
-    else:
-        pool.wait_ready()  # before the clock starts
-        started = time.monotonic()
-        coordinator = Coordinator(
-            run_id=run_id,
-            ledger=ledger,
-            pool=pool,
-            seqs=list(keys),
-            keys=keys,
-            settings=plan.delivery,
-            progress=progress,
-            on_progress=on_progress,
-            stop=stop,
-            stop_now=stop_now,
-            metrics=RunMetrics(run.job, run.endpoint or ""),
-            attempts_before=attempts_before,
-            sizes=sizes,
-            contacts_budget=budget,
-        )
-        try:
-            status = coordinator.run()
-        except RunAbortedError as exc:
-            status, note = RunStatus.INTERRUPTED, redact(exc.reason, plan.secrets)
-        quota_reached = coordinator.quota_reached
-        if coordinator.gone:
-            note = coordinator.gone
-        if status == RunStatus.ABORTED and coordinator.canary_failed:
-            note = redact(coordinator.canary_failed, plan.secrets)
+    pool.wait_ready()  # before the clock starts
+    started = time.monotonic()
+    coordinator = Coordinator(
+        run_id=run_id,
+        ledger=ledger,
+        pool=pool,
+        seqs=list(keys),
+        keys=keys,
+        settings=plan.delivery,
+        progress=progress,
+        on_progress=on_progress,
+        stop=stop,
+        stop_now=stop_now,
+        metrics=RunMetrics(run.job, run.endpoint or ""),
+        attempts_before=attempts_before,
+        sizes=sizes,
+        contacts_budget=budget,  # 0: the day's quota is used up, nothing is sent
+    )
+    try:
+        status = coordinator.run()
+    except RunAbortedError as exc:
+        status, note = RunStatus.INTERRUPTED, redact(exc.reason, plan.secrets)
+    if coordinator.gone:
+        note = coordinator.gone
+    if status == RunStatus.ABORTED and coordinator.canary_failed:
+        note = redact(coordinator.canary_failed, plan.secrets)
     resume_after = None
-    if quota is not None and day is not None and quota_reached and status == RunStatus.INTERRUPTED:
+    if day is not None and coordinator.quota_reached and status == RunStatus.INTERRUPTED:
         resume_after = day[1]
         note = quota_note(
             quota=quota,

@@ -33,6 +33,11 @@ class _KeepReferences(Mapping[str, str]):
     def __getitem__(self, name: str) -> str:
         return "${" + name + "}"
 
+    def get(self, name: str, default: str | None = None) -> str | None:
+        # A setting read from the environment (HOOKCAST_EGRESS) is not known here: the
+        # cluster's nodes apply their own.
+        return default
+
     def __contains__(self, name: object) -> bool:
         return True
 

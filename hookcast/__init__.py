@@ -14,21 +14,20 @@ try:
 except PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0.0.0"
 
-_API = frozenset(
-    {
-        "AudienceSize",
-        "HookcastError",
-        "JobError",
-        "LoadedJob",
-        "Progress",
-        "RunSummary",
-        "load_job",
-        "load_job_text",
-        "replay",
-        "resume",
-        "run",
-        "validate",
-    }
+# The Python API (``hookcast.api``), importable from here.
+_API = (
+    "AudienceSize",
+    "HookcastError",
+    "JobError",
+    "LoadedJob",
+    "Progress",
+    "RunSummary",
+    "load_job",
+    "load_job_text",
+    "replay",
+    "resume",
+    "run",
+    "validate",
 )
 
 
@@ -41,18 +40,4 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'hookcast' has no attribute {name!r}")
 
 
-__all__ = [
-    "AudienceSize",
-    "HookcastError",
-    "JobError",
-    "LoadedJob",
-    "Progress",
-    "RunSummary",
-    "__version__",
-    "load_job",
-    "load_job_text",
-    "replay",
-    "resume",
-    "run",
-    "validate",
-]
+__all__ = ["__version__", *_API]

@@ -37,3 +37,9 @@ def test_the_names_the_readme_documents_are_there() -> None:
         assert callable(getattr(hookcast, name)), name
     with pytest.raises(AttributeError):
         hookcast.no_such_thing  # noqa: B018
+
+
+def test_the_package_exports_exactly_the_api() -> None:
+    from hookcast import api
+
+    assert hookcast.__all__ == ["__version__", *api.__all__]
