@@ -7,6 +7,7 @@ The retry table (also in the README):
     408, 429, 500, 502, 503, 504             RETRY, after Retry-After (clamped) or backoff
     connection error, timeout                RETRY, after backoff
     410 Gone                                 GONE: stop sending to the endpoint, skip the rest
+    413 (more than one contact)              DEAD, with the halves to send instead (a split)
     3xx (redirects are not followed)         RETRY, counted as a failure
     any other 4xx, 501, other 5xx, >= 600    DEAD: dead-lettered at once
 """
@@ -31,6 +32,9 @@ class Outcome(enum.StrEnum):
     TOKEN_FATAL = "token_fatal"  # not sent: the authorization cannot give a token as defined
     LATE = "late"  # not sent: it reached its sender after its rate-limit slot had passed
     BLOCKED = "blocked"  # not sent: the egress guard refuses the address the host resolves to
+    # not sent: its body would pass max_body_bytes; the result's ``parts`` say where to cut
+    SPLIT = "split"
+    OVERSIZE = "oversize"  # not sent: one contact's body alone passes max_body_bytes
 
 
 def classify(status: int | None) -> Outcome:
@@ -96,3 +100,18 @@ class AttemptResult:
     retry_after_s: float | None = None
     error: str | None = None  # why it failed, short and redacted
     response_excerpt: str | None = None  # first 1 KB of a failed answer
+    timed_out: bool = False  # no answer within webhook.timeout_s
+    body_bytes: int = 0  # the JSON body's size, before any compression
+    # How to cut the batch (SPLIT, or a 413 of more than one contact): parts in order
+    parts: tuple[Part, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """Contacts ``lo .. hi - 1`` of a batch (offsets among its elements, in frozen order),
+    the first and last contact's ids for people reading the ledger."""
+
+    lo: int
+    hi: int
+    first_id: int | None = None
+    last_id: int | None = None

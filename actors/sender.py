@@ -22,6 +22,7 @@ batch's failure, not a loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import ssl
 import time
@@ -32,12 +33,14 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from isal import isal_zlib
 
 from hookcast.actors.auth import AuthorizationConfig, Token, TokenError, parse_template
-from hookcast.actors.delivery import AttemptResult, Outcome, classify, parse_retry_after
+from hookcast.actors.delivery import AttemptResult, Outcome, Part, classify, parse_retry_after
 from hookcast.actors.egress import EgressPolicy, blocked_reason, guarded_async_transport
 from hookcast.actors.errors import cause_of
+from hookcast.actors.parts import cut_to_fit, halves
 from hookcast.actors.redact import redact
 from hookcast.actors.render import ELEMENT_COLUMN, assemble_body
 from hookcast.actors.signing import signed_headers
@@ -51,16 +54,21 @@ GZIP_LEVEL = 1
 
 @dataclass(frozen=True, slots=True)
 class BatchOrder:
-    """One request to make: batch ``seq`` of the chunk, with its key, as attempt ``attempt``.
+    """One request to make: ledger row ``seq`` (batch ``batch`` of the chunk, or contacts
+    ``part`` of it), with its key, as attempt ``attempt``.
 
     ``sent_at_ms`` is the batch's ``sendTime``, fixed by the coordinator at its first
-    attempt: every retry, on any sender, rebuilds exactly the same bytes."""
+    attempt: every retry, on any sender, rebuilds exactly the same bytes. A body larger than
+    ``max_body_bytes`` is not sent: the result says how to cut it (``Outcome.SPLIT``)."""
 
     seq: int
     key: str
     attempt: int
     sent_at_ms: int
     send_at: float | None = None  # epoch s: its rate-limit slot; None: send at once
+    batch: int | None = None  # the batch in the chunk (None: ``seq`` itself)
+    part: tuple[int, int] | None = None  # (lo, hi): only these contacts of the batch
+    max_body_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,10 +193,16 @@ class Sender:
         trouble. Results come in ``orders`` order."""
         seqs = chunk.column("seq").to_numpy()
         elements = chunk.column(ELEMENT_COLUMN)
+        # The ids name a part's first and last contact in the ledger (a chunk has them).
+        ids = chunk.column("id") if "id" in chunk.column_names else pa.nulls(len(seqs), pa.int64())
         posts = []
         for order in orders:
-            start, end = np.searchsorted(seqs, [order.seq, order.seq + 1])
-            posts.append(self._post(order, elements.slice(start, end - start)))
+            batch = order.seq if order.batch is None else order.batch
+            start, end = np.searchsorted(seqs, [batch, batch + 1])
+            lo, hi = order.part or (0, end - start)
+            start, end = start + min(lo, end - start), start + min(hi, end - start)
+            rows = slice(start, end)
+            posts.append(self._post(order, elements[rows], ids[rows]))
         self._in_flight += len(posts)
         try:
             results = await asyncio.gather(*posts)
@@ -208,7 +222,9 @@ class Sender:
             "attempts": dict(self._outcomes),
         }
 
-    async def _post(self, order: BatchOrder, elements: pa.ChunkedArray) -> AttemptResult:
+    async def _post(
+        self, order: BatchOrder, elements: pa.ChunkedArray, ids: pa.ChunkedArray
+    ) -> AttemptResult:
         contacts = len(elements)
         if contacts == 0:
             return AttemptResult(
@@ -236,6 +252,8 @@ class Sender:
                 )
             await self._sleep(max(0.0, wait))
         body = assemble_body(elements, order.sent_at_ms)
+        if order.max_body_bytes is not None and len(body) > order.max_body_bytes:
+            return _too_large(order, elements, ids, len(body))
         wire = body
         if self.config.compression == "gzip":
             # Inline: ~0.5 ms, less than a hand-off to a thread costs (measured).
@@ -250,6 +268,10 @@ class Sender:
                 if self.config.signing_keys:
                     await self._next_second()  # a new webhook-timestamp, a new signature
                 result = await self._send(order, body, wire, contacts, tokens)
+            if result.status == 413 and contacts > 1:
+                # The body was too large for the endpoint: halves are tried next.
+                base = order.part[0] if order.part else 0
+                result = dataclasses.replace(result, parts=_parts(halves(0, contacts), ids, base))
         except TokenError as exc:
             outcome = Outcome.NO_TOKEN if exc.retryable else Outcome.TOKEN_FATAL
             return AttemptResult(
@@ -280,6 +302,7 @@ class Sender:
         retry_after: float | None = None
         excerpt: str | None = None
         error: str | None = None
+        timed_out = False
         try:
             async with self._http().stream(
                 request.method, request.url, content=wire, headers=dict(request.headers)
@@ -293,6 +316,7 @@ class Sender:
                     )
         except httpx.HTTPError as exc:
             error = _transport_error(exc, request.url)
+            timed_out = isinstance(exc, httpx.TimeoutException)
             blocked = blocked_reason(exc)
             if blocked is not None:
                 return AttemptResult(
@@ -313,12 +337,58 @@ class Sender:
             retry_after_s=retry_after,
             error=None if error is None else redact(error, secrets)[:300],
             response_excerpt=None if excerpt is None else redact(excerpt, secrets),
+            timed_out=timed_out,
+            body_bytes=len(body),
         )
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def _parts(ranges: list[tuple[int, int]], ids: pa.ChunkedArray, base: int) -> tuple[Part, ...]:
+    """``ranges`` (offsets in this request's contacts) as parts of the whole batch."""
+    return tuple(
+        Part(base + lo, base + hi, ids[lo].as_py(), ids[hi - 1].as_py()) for lo, hi in ranges
+    )
+
+
+def _too_large(
+    order: BatchOrder, elements: pa.ChunkedArray, ids: pa.ChunkedArray, size: int
+) -> AttemptResult:
+    """A body over ``max_body_bytes``, not sent: how to cut it, or, for one contact, why
+    it cannot be (it is dead-lettered alone)."""
+    limit = order.max_body_bytes
+    contacts = len(elements)
+    if contacts == 1:
+        return AttemptResult(
+            order.seq,
+            order.attempt,
+            Outcome.OVERSIZE,
+            None,
+            0.0,
+            1,
+            0,
+            error=(
+                f"contact {ids[0].as_py()}'s body alone is {size:,} bytes, over "
+                f"max_body_bytes {limit:,}: not sent"
+            ),
+            body_bytes=size,
+        )
+    sizes = pc.binary_length(elements).to_numpy(zero_copy_only=False)
+    base = order.part[0] if order.part else 0
+    return AttemptResult(
+        order.seq,
+        order.attempt,
+        Outcome.SPLIT,
+        None,
+        0.0,
+        contacts,
+        0,
+        body_bytes=size,
+        parts=_parts(cut_to_fit(sizes, limit), ids, base),
+    )
 
 
 def gzip_body(body: bytes) -> bytes:

@@ -35,6 +35,7 @@ from hookcast.cli import (
     schedules,
     testbed,
 )
+from hookcast.cli import init as init_cli
 from hookcast.cli import schema as schema_cli
 from hookcast.cli.options import Outcome, settings
 
@@ -165,6 +166,7 @@ for command in (
     testbed.sink,
     testbed.demo,
     schema_cli.schema,
+    init_cli.init,
 ):
     app.command()(command)
 

@@ -3,9 +3,13 @@ to a cluster's Jobs API)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.live import Live
 
 from hookcast.cli import output
 from hookcast.cli.options import (
@@ -21,6 +25,9 @@ from hookcast.cli.options import (
 from hookcast.cli.running import outcome_of
 from hookcast.cluster.coordinator import RunSummary
 
+if TYPE_CHECKING:
+    from hookcast.cluster.status import StatusSnapshot
+
 
 def status(
     json_out: JsonOpt = False,
@@ -33,29 +40,68 @@ def status(
             help="The Ray cluster whose hookcast actors to list (default: none).",
         ),
     ] = None,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Refresh in place until Ctrl-C; with --json, one JSON object per line each time.",
+        ),
+    ] = False,
+    interval_s: Annotated[
+        float,
+        typer.Option("--interval", min=0.1, help="Seconds between refreshes, with --watch."),
+    ] = 2.0,
 ) -> None:
     """Running runs (with their progress) and the hookcast actors on the connected cluster:
     where each runs and, for senders, how far it has got."""
-    from hookcast.cluster.status import connected, hookcast_actors, running_runs
+    from hookcast.cluster.status import connected, take_snapshot
 
-    running = running_runs(open_ledger(state_dir))
-    actors = []
-    if address or connected():
+    ledger = open_ledger(state_dir)
+    with_actors = bool(address) or connected()
+    if with_actors:
         connect(address)
-        actors = hookcast_actors()
-    if json_out:
-        output.print_json(
-            {"runs": [r.to_dict() for r in running], "actors": [a.to_dict() for a in actors]}
-        )
+
+    def read() -> StatusSnapshot:
+        return take_snapshot(ledger, with_actors=with_actors)
+
+    if not watch:
+        if json_out:
+            output.print_json(read().to_dict())
+        else:
+            output.console.print(output.status_view(read(), state_dir=state_dir, address=address))
         return
-    if running:
-        output.print_runs(running)
-    else:
-        output.console.print(f"no run is running in {state_dir}")
-    if actors:
-        output.print_actors(actors)
-    elif address:
-        output.console.print(f"no hookcast actors on {address}")
+    try:
+        _watch(read, interval_s, json_out, state_dir, address)
+    except KeyboardInterrupt:  # how a watch ends: nothing went wrong
+        return
+
+
+def _watch(
+    read: Callable[[], StatusSnapshot],
+    interval_s: float,
+    json_out: bool,
+    state_dir: Path,
+    address: str | None,
+) -> None:
+    """Show ``read()`` every ``interval_s`` until Ctrl-C: redrawn in place on a terminal,
+    one view after another when the output goes to a file or a pipe."""
+    if json_out:
+        while True:
+            snapshot = read()
+            output.print_json_line({"at": snapshot.taken_at, **snapshot.to_dict()})
+            time.sleep(interval_s)
+
+    def view():
+        return output.status_view(read(), state_dir=state_dir, address=address, every_s=interval_s)
+
+    if not output.console.is_terminal:
+        while True:
+            output.console.print(view())
+            time.sleep(interval_s)
+    with Live(view(), console=output.console, auto_refresh=False) as live:
+        while True:
+            time.sleep(interval_s)
+            live.update(view(), refresh=True)
 
 
 def submit(

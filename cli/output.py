@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 import orjson
-from rich.console import Console
+from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -28,7 +29,7 @@ from hookcast.cluster.coordinator import RunSummary
 from hookcast.cluster.ledger import BatchRecord, RunRecord
 
 if TYPE_CHECKING:
-    from hookcast.cluster.status import ActorStatus
+    from hookcast.cluster.status import ActorStatus, StatusSnapshot
 
 console = Console(highlight=False)
 errors = Console(stderr=True, highlight=False)
@@ -50,6 +51,12 @@ _STATUS_STYLE = {
 def print_json(value: object) -> None:
     """One JSON object on stdout, nothing else."""
     sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.flush()
+
+
+def print_json_line(value: object) -> None:
+    """One JSON object on one line of stdout (a stream of them, one per line)."""
+    sys.stdout.write(orjson.dumps(value).decode() + "\n")
     sys.stdout.flush()
 
 
@@ -146,36 +153,44 @@ def print_summary(summary: RunSummary) -> None:
     console.print(table)
 
 
-def print_runs(runs: Iterable[RunRecord]) -> None:
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A column of a table of runs: its header, its cell for a run, how it lines up."""
+
+    header: str
+    cell: Callable[[RunRecord], str | Text]
+    justify: JustifyMethod = "left"
+
+
+RUN_COLUMNS: tuple[Column, ...] = (
+    Column("run id", lambda r: r.run_id),
+    Column("job", lambda r: r.job),
+    Column("status", lambda r: _status(r.status)),
+    Column("contacts", lambda r: f"{r.delivered_contacts:,}/{r.contacts:,}", "right"),
+    Column("batches", lambda r: f"{r.delivered_batches:,}/{r.batches:,}"),
+    Column("failed", lambda r: str(r.failed_batches + r.skipped_batches)),
+    Column("retries", lambda r: str(r.retries), "right"),
+    Column("started", lambda r: _when(r.created_at)),
+    Column("duration", lambda r: "" if r.duration_s is None else f"{r.duration_s:.1f} s"),
+)
+# What `hookcast status` shows of each running run: add live columns here.
+STATUS_COLUMNS: tuple[Column, ...] = RUN_COLUMNS
+
+
+def runs_table(runs: Iterable[RunRecord], columns: Sequence[Column] = RUN_COLUMNS) -> Table:
     table = Table(title="runs")
-    for column in (
-        "run id",
-        "job",
-        "status",
-        "contacts",
-        "batches",
-        "failed",
-        "retries",
-        "started",
-        "duration",
-    ):
-        table.add_column(column, justify="right" if column in ("contacts", "retries") else "left")
+    for column in columns:
+        table.add_column(column.header, justify=column.justify)
     for run in runs:
-        table.add_row(
-            run.run_id,
-            run.job,
-            _status(run.status),
-            f"{run.delivered_contacts:,}/{run.contacts:,}",
-            f"{run.delivered_batches:,}/{run.batches:,}",
-            str(run.failed_batches + run.skipped_batches),
-            str(run.retries),
-            _when(run.created_at),
-            "" if run.duration_s is None else f"{run.duration_s:.1f} s",
-        )
-    console.print(table)
+        table.add_row(*(column.cell(run) for column in columns))
+    return table
 
 
-def print_actors(actors: Iterable[ActorStatus]) -> None:
+def print_runs(runs: Iterable[RunRecord], columns: Sequence[Column] = RUN_COLUMNS) -> None:
+    console.print(runs_table(runs, columns))
+
+
+def actors_table(actors: Iterable[ActorStatus]) -> Table:
     """One row per hookcast actor: where it runs and, for those that count, its progress."""
     table = Table(title="hookcast actors")
     for column in ("run", "actor", "state", "node", "pid", "progress"):
@@ -186,7 +201,37 @@ def print_actors(actors: Iterable[ActorStatus]) -> None:
         role = actor.name.rsplit("/", 1)[-1]
         row = (actor.run_id or "-", role, state, node, str(actor.pid or "-"))
         table.add_row(*row, _progress(actor.stats))
-    console.print(table)
+    return table
+
+
+def print_actors(actors: Iterable[ActorStatus]) -> None:
+    console.print(actors_table(actors))
+
+
+def status_view(
+    snapshot: StatusSnapshot,
+    *,
+    state_dir: object,
+    address: str | None,
+    every_s: float | None = None,
+) -> RenderableType:
+    """What `hookcast status` shows of ``snapshot``; ``every_s``: it is being watched, so
+    it says when it was read and how to stop."""
+    parts: list[RenderableType] = []
+    if every_s is not None:
+        taken = datetime.fromtimestamp(snapshot.taken_at).strftime("%H:%M:%S")
+        parts.append(
+            Text(f"hookcast status at {taken}, every {every_s:g} s (Ctrl-C stops)", style="dim")
+        )
+    if snapshot.runs:
+        parts.append(runs_table(snapshot.runs, STATUS_COLUMNS))
+    else:
+        parts.append(Text(f"no run is running in {state_dir}"))
+    if snapshot.actors:
+        parts.append(actors_table(snapshot.actors))
+    elif address:
+        parts.append(Text(f"no hookcast actors on {address}"))
+    return Group(*parts)
 
 
 def _progress(stats: dict | None) -> str:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from hookcast.cli import output
-from hookcast.cli.options import DEFAULT_STATE_DIR, JsonOpt, StateDirOpt, open_ledger
+from hookcast.cli.options import DEFAULT_STATE_DIR, JsonOpt, Outcome, StateDirOpt, open_ledger
 
 runs_app = typer.Typer(help="Past runs, from the ledger.", invoke_without_command=True)
 
@@ -38,15 +39,52 @@ def runs_show(
     run_id: Annotated[str, typer.Argument(help="The run (a unique prefix will do).")],
     json_out: JsonOpt = False,
     state_dir: StateDirOpt = DEFAULT_STATE_DIR,
-) -> None:
+    html: Annotated[
+        bool,
+        typer.Option(
+            "--html",
+            help="Write a one-page report instead: the summary, outcomes over time as a "
+            "chart, the dead letters.",
+        ),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Where --html writes (default: ./<run id>.html)."),
+    ] = None,
+) -> Outcome | None:
     """One run with its failed batches (dead-lettered, skipped, unfinished)."""
     from hookcast.cluster.ledger import BatchStatus
 
     ledger = open_ledger(state_dir)
     record = ledger.get_run(run_id)
-    not_delivered = [s for s in BatchStatus if s != BatchStatus.DELIVERED]
+    if html:
+        return _write_report(ledger, record.run_id, out or Path(f"{record.run_id}.html"), json_out)
+    if out is not None:
+        output.error("--out is where --html writes the report: give --html too.")
+        return Outcome.REJECTED
+    # A split batch is its parts, each listed under its own outcome.
+    not_delivered = [s for s in BatchStatus if s not in (BatchStatus.DELIVERED, BatchStatus.SPLIT)]
     failed = ledger.batches(record.run_id, not_delivered)
     if json_out:
         output.print_json({**record.to_dict(), "failed": [asdict(b) for b in failed]})
     else:
         output.print_run(record, failed)
+    return None
+
+
+def _write_report(ledger, run_id: str, path: Path, json_out: bool) -> Outcome | None:
+    from hookcast.cluster.html_report import write_run_report
+
+    try:
+        path = write_run_report(ledger, run_id, path).resolve()
+    except OSError as exc:
+        output.error(
+            f"cannot write run {run_id}'s report to {path}: {exc.strerror or exc}; "
+            "give another --out."
+        )
+        return Outcome.REJECTED
+    if json_out:
+        output.print_json({"html": str(path)})
+    else:
+        output.console.print(f"wrote run {run_id}'s report to {path}", soft_wrap=True)
+    return None

@@ -139,6 +139,7 @@ def delivery_settings(job: LoadedJob) -> DeliverySettings:
         requests_per_second=limits.requests_per_second,
         contacts_per_second=limits.contacts_per_second,
         batch_size=job.spec.batch_size,
+        max_body_bytes=job.spec.max_body_bytes,
         canary_batches=job.spec.canary.batches,
         adaptive=limits.adaptive,
         breaker=breaker_settings(job),

@@ -26,9 +26,18 @@ from hookcast.actors.breaker import BreakerSettings, BreakerState, CircuitBreake
 from hookcast.actors.concurrency import AdaptiveConcurrency
 from hookcast.actors.delivery import AttemptResult, Outcome, RetryPolicy
 from hookcast.actors.errors import RunAbortedError
+from hookcast.actors.parts import part_key
 from hookcast.actors.ratelimit import RateLimiter
 from hookcast.actors.sender import BatchOrder
-from hookcast.cluster.ledger import UNFINISHED, BatchStatus, BatchUpdate, Ledger, RunStatus
+from hookcast.cluster.ledger import (
+    UNFINISHED,
+    BatchStatus,
+    BatchUpdate,
+    Ledger,
+    LiveRun,
+    NewPart,
+    RunStatus,
+)
 from hookcast.cluster.pool import Answered, Call, Chunk, ChunkFailed, SenderLost, SenderPool
 
 if TYPE_CHECKING:
@@ -37,6 +46,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _SENT = frozenset({Outcome.DELIVERED, Outcome.RETRY, Outcome.DEAD, Outcome.GONE})
+# How often a run tells the others targeting its endpoint that it is there (and learns of
+# them): the limits are shared among the live ones.
+SHARE_EVERY_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +71,7 @@ class DeliverySettings:
     contacts_per_second: float | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     batch_size: int = 500  # a batch's contacts when the run does not say (for the limits)
+    max_body_bytes: int | None = None  # a larger body is cut into parts (None: no limit)
     canary_batches: int = 3  # the first batches go alone; all failing for good stops the run
     adaptive: bool = True  # in-flight requests adapt (AIMD) between 1 and max_in_flight
     breaker: BreakerSettings | None = field(default_factory=BreakerSettings)  # None: off
@@ -90,6 +103,7 @@ class Progress:
     requests: int = 0
     in_flight_limit: int = 0  # the adaptive concurrency limit now (0: not started)
     breaker: str = "closed"  # the circuit breaker: closed, open, half-open (or off)
+    split_batches: int = 0  # batches (or parts) cut into parts this session
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +125,7 @@ class RunSummary:
     contacts_per_s: float
     requests_per_s: float
     note: str | None = None
+    split_batches: int = 0  # cut into parts to fit the endpoint (their parts count as batches)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,6 +142,12 @@ class _Attempt:
     send_at: float | None = None  # epoch s of its rate-limit slot
     left_at: float = 0.0  # monotonic s it was handed to its sender
     probe: bool = False  # the circuit breaker's half-open probe
+    batch: int | None = None  # the batch it is (part of) in the segment's chunks; None: seq
+    part: tuple[int, int] | None = None  # a part: contacts lo .. hi - 1 of that batch
+
+    @property
+    def batch_no(self) -> int:
+        return self.seq if self.batch is None else self.batch
 
 
 class Coordinator:
@@ -161,6 +182,8 @@ class Coordinator:
         rng: random.Random | None = None,
         sizes: dict[int, int] | None = None,
         contacts_budget: int | None = None,
+        parts: dict[int, tuple[int, int, int]] | None = None,
+        endpoint: str | None = None,
     ) -> None:
         self.run_id = run_id
         # Attempts a batch had in earlier sessions of this run (resume, replay): the ledger
@@ -171,6 +194,15 @@ class Coordinator:
         self.pool = pool
         self.seqs = sorted(seqs)
         self.keys = keys
+        # Parts of batches cut to fit the endpoint (seq -> (batch, lo, hi)): the segment
+        # streams whole batches, each row goes with its batch's chunk.
+        self.parts = dict(parts or {})
+        self._rows_of: dict[int, list[int]] = {}
+        for seq in self.seqs:
+            self._rows_of.setdefault(self._batch_of(seq), []).append(seq)
+        self.batch_nos = sorted(self._rows_of)
+        self.body_limit = settings.max_body_bytes  # lowered by what 413s teach
+        self.largest_accepted = 0  # the largest body the endpoint took (bytes)
         self.settings = settings
         self.progress = progress
         self.on_progress = on_progress or (lambda _: None)
@@ -184,7 +216,7 @@ class Coordinator:
         self.per_call = 1 if rated else settings.chunk_batches
         self.per_call = max(1, min(self.per_call, settings.max_in_flight))
         # A chunk goes to one sender: a small run still makes 4 chunks for each of them.
-        spread = -(-len(seqs) // (4 * pool.size))
+        spread = -(-len(self.batch_nos) // (4 * pool.size))
         self.per_chunk = max(self.per_call, min(settings.stream_batches, spread))
         # With a rate, requests leave early and wait at their sender for their slot.
         self.lead_s = settings.slot_lead_s if rated else 0.0
@@ -205,13 +237,20 @@ class Coordinator:
             None if settings.breaker is None else CircuitBreaker(settings.breaker, clock.monotonic)
         )
         self.rng = rng or random.Random()
+        # Runs that target the same endpoint at once (through this ledger) split its limits:
+        # each holds 1/n of the rates and of max_in_flight, and an open breaker holds all.
+        self.endpoint = endpoint  # None: not shared
+        self.peers = 1
+        self._shared_at = -math.inf
+        self._others_open_until = 0.0  # epoch s: another run's breaker is open until then
+        self._hold_until = -math.inf  # a run joining others waits until they have seen it
         self.in_flight: dict[Call, list[_Attempt]] = {}
         self.in_flight_batches = 0
         self.ready: collections.deque[_Attempt] = collections.deque()  # fetched, not sent
         self.retries: list[tuple[float, int, _Attempt]] = []  # (due, seq, attempt) heap
         self.gone: str | None = None  # why sending stopped for good (410)
         self.aborted: str | None = None
-        self._upcoming = iter(self.seqs)
+        self._upcoming = iter(self.batch_nos)
         self._next_sender = 0
         self._updates: list[BatchUpdate] = []
 
@@ -219,10 +258,19 @@ class Coordinator:
 
     def run(self) -> RunStatus:
         """Deliver until every wanted batch has an outcome, or the run is stopped."""
+        try:
+            self._share(joining=True)
+            return self._run()
+        finally:
+            if self.endpoint is not None:
+                self.ledger.leave(self.run_id)
+
+    def _run(self) -> RunStatus:
         window = max(2, -(-self.settings.prefetch_batches // self.per_chunk))
-        stream = self.pool.chunks(self.seqs, self.per_chunk, window)
+        stream = self.pool.chunks(self.batch_nos, self.per_chunk, window)
         stream_done = not self.seqs
         while not self.stop_now.is_set():
+            self._share()
             stopping = (
                 self.stop.is_set()
                 or self.gone is not None
@@ -301,10 +349,46 @@ class Coordinator:
         self._flush()
         return RunStatus.SUCCEEDED if self._all_delivered() else RunStatus.FAILED
 
+    def _share(self, *, joining: bool = False) -> None:
+        """Say this run is live (with its limit and breaker) and take its share of the
+        endpoint: 1/n of the rates and of max_in_flight among the n runs targeting it."""
+        now = self.clock.monotonic()
+        if self.endpoint is None or now - self._shared_at < SHARE_EVERY_S:
+            return
+        self._shared_at = now
+        wall = self.clock.wall()
+        open_until = None
+        if self.breaker is not None and self.breaker.state is BreakerState.OPEN:
+            open_until = wall + self.breaker.wait_s()
+        live = self.ledger.heartbeat(
+            LiveRun(
+                self.run_id,
+                self.endpoint,
+                seen_at=wall,
+                in_flight_limit=self._limit(),
+                breaker="off" if self.breaker is None else str(self.breaker.state),
+                breaker_open_until=open_until,
+            )
+        )
+        others = [r for r in live if r.run_id != self.run_id]
+        self._others_open_until = max((r.breaker_open_until or 0.0 for r in others), default=0.0)
+        if joining and others:
+            # The others take their smaller share at their next heartbeat: wait for it.
+            self._hold_until = now + 1.5 * SHARE_EVERY_S
+        peers = 1 + len(others)
+        if peers != self.peers:
+            self.peers = peers
+            rps, cps = self.settings.requests_per_second, self.settings.contacts_per_second
+            self.limiter.rate = None if rps is None else rps / peers
+            self.contact_limiter.rate = None if cps is None else cps / peers
+            logger.info(
+                "%d runs share %s: each holds 1/%d of its limits", peers, self.endpoint, peers
+            )
+
     def _limit(self) -> int:
-        """Requests that may be in flight now: the adaptive limit, the canary's while it
-        flies."""
-        limit = self.concurrency.limit
+        """Requests that may be in flight now: the adaptive limit (within this run's share
+        of max_in_flight), the canary's while it flies."""
+        limit = min(self.concurrency.limit, max(1, self.settings.max_in_flight // self.peers))
         if self._canary_flying():
             return min(limit, len(self.canary))
         return limit
@@ -312,10 +396,11 @@ class Coordinator:
     def _breaker_wait_s(self) -> float:
         """How long the breaker holds every request back (0: not at all); while its probe
         is out, until the probe's answer comes."""
+        others = self._others_open_until - self.clock.wall()  # another run's open breaker
         if self.breaker is None:
-            return 0.0
+            return max(0.0, others)
         wait = self.breaker.wait_s()
-        return self.settings.poll_s if math.isinf(wait) else wait
+        return max(others, self.settings.poll_s if math.isinf(wait) else wait)
 
     def _canary_flying(self) -> bool:
         return bool(self.canary) and self.canary_failed is None
@@ -325,7 +410,8 @@ class Coordinator:
         return not self._canary_flying() or attempt.seq in self.canary
 
     def _permit_wait_s(self) -> float:
-        return max(self.limiter.wait_s(), self.contact_limiter.wait_s())
+        held = self._hold_until - self.clock.monotonic()
+        return max(self.limiter.wait_s(), self.contact_limiter.wait_s(), held)
 
     def _within_budget(self, attempt: _Attempt) -> bool:
         """Whether a batch's first request fits in the day's quota; if not, nothing new is
@@ -366,13 +452,25 @@ class Coordinator:
                 f"{self.run_id}` the canary's"
             )
 
+    def _batch_of(self, seq: int) -> int:
+        part = self.parts.get(seq)
+        return seq if part is None else part[0]
+
+    def _new_attempt(self, seq: int, chunk: Chunk, sender: int) -> _Attempt:
+        part = self.parts.get(seq)
+        if part is None:
+            return _Attempt(seq, self.keys[seq], chunk, 1, sender)
+        batch, lo, hi = part
+        return _Attempt(seq, self.keys[seq], chunk, 1, sender, batch=batch, part=(lo, hi))
+
     def _unpack(self, chunk: Chunk) -> None:
         """A chunk from the segment holds the next ``per_chunk`` wanted batches; they all go
         to one sender, which has the chunk at hand for each of its calls."""
         sender = self._next_sender % self.pool.size
         self._next_sender += 1
-        for seq in itertools.islice(self._upcoming, self.per_chunk):
-            self.ready.append(_Attempt(seq, self.keys[seq], chunk, 1, sender))
+        for batch in itertools.islice(self._upcoming, self.per_chunk):
+            for seq in self._rows_of[batch]:
+                self.ready.append(self._new_attempt(seq, chunk, sender))
 
     def _due_retry(self) -> _Attempt | None:
         if self.retries and self.retries[0][0] <= self.clock.monotonic():
@@ -400,7 +498,19 @@ class Coordinator:
         now_ms = int(self.clock.wall() * 1000)
         for attempt in group:
             attempt.sent_at_ms = attempt.sent_at_ms or now_ms
-        orders = [BatchOrder(a.seq, a.key, a.attempt, a.sent_at_ms, a.send_at) for a in group]
+        orders = [
+            BatchOrder(
+                a.seq,
+                a.key,
+                a.attempt,
+                a.sent_at_ms,
+                a.send_at,
+                batch=a.batch,
+                part=a.part,
+                max_body_bytes=self._body_limit_for(a),
+            )
+            for a in group
+        ]
         call = self.pool.submit(group[0].sender, group[0].chunk, orders)
         self.in_flight[call] = group
         for attempt in group:
@@ -448,6 +558,11 @@ class Coordinator:
             self.progress.retries += attempt.attempt > 1
             if self._endpoint_heard(attempt, result):
                 return
+        if result.parts:  # too large, for max_body_bytes (not sent) or the endpoint (413)
+            self._split(attempt, result)
+            return
+        if outcome is Outcome.DELIVERED:
+            self.largest_accepted = max(self.largest_accepted, result.body_bytes)
         if outcome in (Outcome.DELIVERED, Outcome.EMPTY):
             self._canary_answer(attempt, failed=False)
         if outcome is Outcome.DELIVERED:
@@ -464,6 +579,18 @@ class Coordinator:
             # Every request would meet the same rule: stop, nothing sent, resumable.
             self.aborted = result.error or "the egress guard refused the endpoint's address"
             self._schedule_retry(attempt, 0.0, same_attempt=True)
+        elif outcome is Outcome.OVERSIZE:
+            # One contact over max_body_bytes: never sent, dead-lettered alone.
+            self._canary_inconclusive(attempt.seq)
+            unsent = self._in_ledger(attempt) - 1
+            self._updates.append(
+                BatchUpdate(
+                    attempt.seq, BatchStatus.DEAD_LETTERED, unsent, None, None, result.error
+                )
+            )
+            self.progress.failed_batches += 1
+            if self.metrics:
+                self.metrics.dead_letter()
         elif outcome is Outcome.LATE:
             self._schedule_retry(attempt, 0.0, same_attempt=True)  # a new slot, no attempt used
         elif outcome is Outcome.NO_TOKEN:
@@ -483,6 +610,8 @@ class Coordinator:
             reason = result.error or "failed"
             if outcome is Outcome.RETRY:
                 reason = f"{reason} (gave up after {attempt.attempt} attempts)"
+            if result.status == 413 and result.contacts == 1:
+                reason = f"{reason} for one contact, its body {result.body_bytes:,} bytes"
             if result.response_excerpt:
                 reason = f"{reason}: {result.response_excerpt}"
             if result.status == 413:
@@ -498,10 +627,9 @@ class Coordinator:
         """Tell the breaker and the concurrency limit what the endpoint answered. True when
         the answer is a failed probe: the batch waits for the next probe, no attempt used."""
         status = result.status
-        timed_out = status is None and "Timeout" in (result.error or "")
         self.concurrency.on_answer(
             result.latency_s,
-            backpressure=status == 503 or timed_out,
+            backpressure=status == 503 or result.timed_out,
             throttled=status == 429,
             sent_at=attempt.left_at,
         )
@@ -513,6 +641,57 @@ class Coordinator:
             self._schedule_retry(attempt, 0.0, same_attempt=True)
             return True
         return False
+
+    def _body_limit_for(self, attempt: _Attempt) -> int | None:
+        """The body limit a request is cut to: the job's, or lower where a 413 taught us
+        the endpoint's. A single contact is held to the job's alone (it cannot be cut, so
+        the endpoint decides)."""
+        if self.sizes.get(attempt.seq, self.settings.batch_size) <= 1:
+            return self.settings.max_body_bytes
+        return self.body_limit
+
+    def _split(self, attempt: _Attempt, result: AttemptResult) -> None:
+        """Cut a batch (or part) that is too large into the parts its sender chose; they
+        go next, as new requests with keys derived from the batch's."""
+        answered = result.status == 413
+        if answered and result.body_bytes > self.largest_accepted:
+            # Bodies this large fail: cut the next ones to half of it (never below one the
+            # endpoint took), so a run behind a small limit does not 413 every batch.
+            learned = max(self.largest_accepted, result.body_bytes // 2)
+            self.body_limit = learned if self.body_limit is None else min(self.body_limit, learned)
+        root_key = attempt.key.rsplit(".", 1)[0] if attempt.part else attempt.key
+        parts = [
+            NewPart(
+                attempt.batch_no, p.lo, p.hi, part_key(root_key, p.lo, p.hi), p.first_id, p.last_id
+            )
+            for p in result.parts
+        ]
+        why = (
+            f"HTTP 413 for {result.body_bytes:,} bytes: halved"
+            if answered
+            else f"{result.body_bytes:,} bytes, over max_body_bytes: cut in {len(parts)}"
+        )
+        used = self._in_ledger(attempt) - (0 if answered else 1)
+        self._flush()  # the parent's earlier updates first
+        seqs = self.ledger.split_batch(
+            self.run_id,
+            BatchUpdate(attempt.seq, BatchStatus.SPLIT, used, result.status, None, why),
+            parts,
+        )
+        canary = attempt.seq in self.canary and self._canary_flying()
+        if canary:
+            self.canary.discard(attempt.seq)
+        if self.contacts_budget is not None:  # its parts are counted as they leave
+            self.budget_used -= self.sizes.get(attempt.seq, self.settings.batch_size)
+        for seq, part in zip(seqs, parts, strict=True):
+            self.keys[seq] = part.idem_key
+            self.sizes[seq] = part.hi - part.lo
+            self.parts[seq] = (part.batch, part.lo, part.hi)
+        for seq in reversed(seqs):  # next out, in order
+            self.ready.appendleft(self._new_attempt(seq, attempt.chunk, attempt.sender))
+        if canary:
+            self.canary.update(seqs)
+        self.progress.split_batches += 1
 
     def _final(
         self,
@@ -536,7 +715,14 @@ class Coordinator:
     ) -> None:
         number = attempt.attempt if same_attempt else attempt.attempt + 1
         retry = _Attempt(
-            attempt.seq, attempt.key, attempt.chunk, number, attempt.sender, attempt.sent_at_ms
+            attempt.seq,
+            attempt.key,
+            attempt.chunk,
+            number,
+            attempt.sender,
+            attempt.sent_at_ms,
+            batch=attempt.batch,
+            part=attempt.part,
         )
         heapq.heappush(self.retries, (self.clock.monotonic() + delay_s, attempt.seq, retry))
 
@@ -553,7 +739,7 @@ class Coordinator:
     def _skip_rest(self, stream_done: bool) -> None:
         pending = [a.seq for _, _, a in self.retries] + [a.seq for a in self.ready]
         if not stream_done:
-            pending.extend(self._upcoming)
+            pending.extend(seq for batch in self._upcoming for seq in self._rows_of[batch])
         self.retries.clear()
         self.ready.clear()
         for seq in pending:
@@ -569,7 +755,7 @@ class Coordinator:
 
     def _all_delivered(self) -> bool:
         counts = self.ledger.batch_counts(self.run_id)
-        return set(counts) <= {BatchStatus.DELIVERED}
+        return set(counts) <= {BatchStatus.DELIVERED, BatchStatus.SPLIT}
 
     def _flush(self) -> None:
         if self._updates:

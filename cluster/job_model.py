@@ -67,6 +67,9 @@ HeaderFields = Annotated[dict[str, str], AfterValidator(_check_header_fields)]
 QueryFields = Annotated[dict[str, str], AfterValidator(_check_query_fields)]
 
 
+# The smallest body limit accepted: under it not even one contact's element fits (an id,
+# sendTime and the list's brackets take ~60 bytes; real contacts, hundreds).
+MIN_BODY_BYTES = 256
 _REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
@@ -506,6 +509,16 @@ class JobSpec(BaseModel):
         le=500,
         description="Contacts per request, 1 to 500.",
         json_schema_extra={"allowed": "a request carries 1 to 500 contacts"},
+    )
+    max_body_bytes: int = Field(
+        5_000_000,
+        strict=True,
+        ge=MIN_BODY_BYTES,
+        description=(
+            "A request's JSON body never exceeds this many bytes (before compression): a "
+            "larger batch is cut into parts; a 413 halves the part it answered."
+        ),
+        json_schema_extra={"allowed": f"an integer of at least {MIN_BODY_BYTES} bytes"},
     )
     canary: CanarySpec = Field(
         default_factory=CanarySpec, description="The first batches, which can stop a run."

@@ -23,7 +23,7 @@ import re
 import socket
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, astuple, dataclass, field, fields
 from pathlib import Path
 
 import pyarrow as pa
@@ -72,6 +72,16 @@ CREATE TABLE IF NOT EXISTS batches (
     delivered_at REAL,
     PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS live_runs (
+    run_id TEXT PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    pid INTEGER,
+    host TEXT,
+    seen_at REAL NOT NULL,
+    in_flight_limit INTEGER,
+    breaker TEXT,
+    breaker_open_until REAL
+);
 """
 
 # Columns added since the first ledger.db: an older file gets them when it is opened.
@@ -87,6 +97,11 @@ ADDED_COLUMNS = (
     # When a run the daily quota stopped may go on (epoch s): the scheduler resumes its
     # own runs then.
     AddedColumn("runs", "resume_after", "REAL"),
+    # A part of a batch cut to fit the endpoint's body limit: the batch it is part of, and
+    # which of its contacts (offsets lo .. hi - 1 in the batch). NULL: a whole batch.
+    AddedColumn("batches", "parent", "INTEGER"),
+    AddedColumn("batches", "part_lo", "INTEGER"),
+    AddedColumn("batches", "part_hi", "INTEGER"),
 )
 INDEXES = """
 CREATE INDEX IF NOT EXISTS batches_delivered_at ON batches (delivered_at)
@@ -110,6 +125,7 @@ class BatchStatus(enum.StrEnum):
     DELIVERED = "delivered"  # the endpoint answered 2xx
     DEAD_LETTERED = "dead_lettered"  # gave up on it; `hookcast replay` resends it
     SKIPPED = "skipped"  # never sent (the endpoint answered 410 Gone)
+    SPLIT = "split"  # cut into parts (rows of their own, ``parent`` = this seq) to fit
 
 
 UNFINISHED = (BatchStatus.PLANNED, BatchStatus.SENDING)
@@ -160,6 +176,60 @@ class BatchRecord:
     http_status: int | None = None
     latency_ms: float | None = None
     reason: str | None = None
+    parent: int | None = None  # a part: the batch it was cut from
+    part_lo: int | None = None  # a part: its contacts' offsets in that batch, lo .. hi - 1
+    part_hi: int | None = None
+
+    @property
+    def part(self) -> tuple[int, int, int] | None:
+        """(batch, lo, hi) for a part, None for a whole batch."""
+        if self.parent is None:
+            return None
+        return self.parent, self.part_lo, self.part_hi
+
+
+# A live run writes its row every second or so; one not seen for this long has died.
+LIVE_FOR_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class LiveRun:
+    """What a run being sent shows the others that target its endpoint, and `status`."""
+
+    run_id: str
+    endpoint: str
+    pid: int | None = field(default_factory=os.getpid)
+    host: str | None = field(default_factory=socket.gethostname)
+    seen_at: float = 0.0
+    in_flight_limit: int | None = None
+    breaker: str | None = None
+    breaker_open_until: float | None = None  # epoch s
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class NewPart:
+    """A part to record: contacts ``lo .. hi - 1`` of batch ``batch``."""
+
+    batch: int
+    lo: int
+    hi: int
+    idem_key: str
+    first_id: int | None = None
+    last_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchTimes:
+    """When a batch was last written and delivered (epoch s): what a run's report charts."""
+
+    seq: int
+    contacts: int
+    status: str
+    updated_at: float | None  # its last write: planned, or its latest outcome
+    delivered_at: float | None  # when the endpoint acknowledged it
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +243,7 @@ class BatchUpdate:
 
 
 _RUN_COLUMNS = [f.name for f in fields(RunRecord)]
+_LIVE_COLUMNS = [f.name for f in fields(LiveRun)]
 _BATCH_COLUMNS = [f.name for f in fields(BatchRecord)]
 
 
@@ -481,6 +552,82 @@ class Ledger:
             run_id,
         )
 
+    def split_batch(self, run_id: str, split: BatchUpdate, parts: Sequence[NewPart]) -> list[int]:
+        """Record that row ``split.seq`` was cut into ``parts`` (its status becomes SPLIT
+        with ``split``'s attempts), in one transaction; returns the parts' new seqs."""
+        now = time.time()
+        with self._transaction(f"recording run {run_id}'s split batch", run_id):
+            (top,) = self._db.execute(
+                "SELECT max(seq) FROM batches WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            first = (top or 0) + 1
+            self._db.execute(
+                "UPDATE batches SET status = ?, attempts = ?, http_status = ?, reason = ?, "
+                "updated_at = ? WHERE run_id = ? AND seq = ?",
+                (
+                    BatchStatus.SPLIT,
+                    split.attempts,
+                    split.http_status,
+                    split.reason,
+                    now,
+                    run_id,
+                    split.seq,
+                ),
+            )
+            self._db.executemany(
+                "INSERT INTO batches (run_id, seq, first_id, last_id, contacts, idem_key, "
+                "status, attempts, updated_at, parent, part_lo, part_hi) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
+                [
+                    (
+                        run_id,
+                        first + i,
+                        p.first_id,
+                        p.last_id,
+                        p.hi - p.lo,
+                        p.idem_key,
+                        BatchStatus.PLANNED,
+                        now,
+                        p.batch,
+                        p.lo,
+                        p.hi,
+                    )
+                    for i, p in enumerate(parts)
+                ],
+            )
+        return [first + i for i in range(len(parts))]
+
+    def heartbeat(self, live: LiveRun) -> list[LiveRun]:
+        """Record ``live`` and return every live run to its endpoint (itself included);
+        rows not seen for ``LIVE_FOR_S`` (their process died) are dropped on the way."""
+        with self._transaction(f"sharing endpoint {live.endpoint} with the runs targeting it"):
+            self._db.execute(
+                "DELETE FROM live_runs WHERE seen_at < ?", (live.seen_at - LIVE_FOR_S,)
+            )
+            self._db.execute(
+                f"INSERT OR REPLACE INTO live_runs ({', '.join(_LIVE_COLUMNS)}) "
+                f"VALUES ({', '.join('?' for _ in _LIVE_COLUMNS)})",
+                astuple(live),
+            )
+            rows = self._db.execute(
+                f"SELECT {', '.join(_LIVE_COLUMNS)} FROM live_runs WHERE endpoint = ?",
+                (live.endpoint,),
+            ).fetchall()
+        return [LiveRun(*row) for row in rows]
+
+    def leave(self, run_id: str) -> None:
+        """``run_id`` is no longer sent: its share of the endpoint goes to the others."""
+        self._write("DELETE FROM live_runs WHERE run_id = ?", [(run_id,)], "leaving its endpoint")
+
+    def live_runs(self, now: float | None = None) -> list[LiveRun]:
+        """The runs being sent now, as they last said (for `hookcast status`)."""
+        since = (time.time() if now is None else now) - LIVE_FOR_S
+        with self._read("reading the live runs"):
+            rows = self._db.execute(
+                f"SELECT {', '.join(_LIVE_COLUMNS)} FROM live_runs WHERE seen_at >= ?", (since,)
+            ).fetchall()
+        return [LiveRun(*row) for row in rows]
+
     def batch_counts(self, run_id: str) -> dict[str, tuple[int, int]]:
         """status -> (batches, contacts)."""
         with self._read(f"counting run {run_id}'s batches"):
@@ -502,6 +649,17 @@ class Ledger:
                 (since, BatchStatus.DELIVERED, endpoint),
             ).fetchone()
         return int(total)
+
+    def batch_times(self, run_id: str) -> list[BatchTimes]:
+        """Every batch of the run with its status and when it was last written and
+        delivered, by seq."""
+        with self._read(f"reading run {run_id}'s batch times"):
+            rows = self._db.execute(
+                "SELECT seq, contacts, status, updated_at, delivered_at FROM batches "
+                "WHERE run_id = ? ORDER BY seq",
+                (run_id,),
+            ).fetchall()
+        return [BatchTimes(*row) for row in rows]
 
     def batches(self, run_id: str, statuses: Iterable[str] | None = None) -> list[BatchRecord]:
         sql = f"SELECT {', '.join(_BATCH_COLUMNS)} FROM batches WHERE run_id = ?"

@@ -272,6 +272,7 @@ def _continue(
                 # The quota is the job's endpoint's: a replay elsewhere (--url) is not held.
                 quota=daily_quota(job) if url is None else None,
                 attempts_before={b.seq: b.attempts for b in todo},
+                parts={b.seq: b.part for b in todo if b.part is not None},
                 on_planned=on_planned,
                 on_progress=on_progress,
                 stop=stop,
@@ -310,6 +311,7 @@ def _deliver(
     *,
     quota: DailyQuota | None,
     attempts_before: dict[int, int] | None = None,
+    parts: dict[int, tuple[int, int, int]] | None = None,
     on_planned: ProgressCallback | None,
     on_progress: ProgressCallback | None,
     stop: threading.Event | None,
@@ -353,7 +355,9 @@ def _deliver(
         metrics=RunMetrics(run.job, run.endpoint or ""),
         attempts_before=attempts_before,
         sizes=sizes,
+        parts=parts,
         contacts_budget=budget,  # 0: the day's quota is used up, nothing is sent
+        endpoint=plan.endpoint,  # where the requests go: its runs share its limits
     )
     try:
         status = coordinator.run()
@@ -405,4 +409,5 @@ def summarise(record: RunRecord, progress: Progress, duration_s: float) -> RunSu
         contacts_per_s=round(sent_contacts / duration_s, 1) if duration_s > 0 else 0.0,
         requests_per_s=round(progress.requests / duration_s, 1) if duration_s > 0 else 0.0,
         note=record.note,
+        split_batches=progress.split_batches,
     )

@@ -8,6 +8,7 @@ or dying actor is shown without them rather than holding up the command."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 
 import ray
@@ -95,3 +96,25 @@ def connected() -> bool:
 def running_runs(ledger, limit: int = 200) -> list:
     """The runs the ledger shows as running, newest first."""
     return [r for r in ledger.list_runs(limit=limit) if r.status == "running"]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSnapshot:
+    """What `hookcast status` shows, read at one moment (``taken_at``, epoch s)."""
+
+    runs: list  # RunRecords, newest first
+    actors: list[ActorStatus]
+    taken_at: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "runs": [r.to_dict() for r in self.runs],
+            "actors": [a.to_dict() for a in self.actors],
+        }
+
+
+def take_snapshot(ledger, *, with_actors: bool) -> StatusSnapshot:
+    """The running runs in ``ledger`` and, ``with_actors``, the connected cluster's
+    hookcast actors. Reads only: as often as a watcher likes."""
+    actors = hookcast_actors() if with_actors else []
+    return StatusSnapshot(running_runs(ledger), actors, time.time())

@@ -2,7 +2,8 @@
 
 Installed, the repository's ``actors/``, ``cluster/`` and ``cli/`` folders live under this one
 import name (``hookcast.actors``, ``hookcast.cluster``, ``hookcast.cli``). The Python API
-(``hookcast.load_job``, ``validate``, ``run``, ``resume``, ``replay``) is ``hookcast.api``'s.
+(``hookcast.load_job``, ``Job``, ``validate``, ``run``, ``resume``, ``replay``) is
+``hookcast.api``'s.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ except PackageNotFoundError:  # a source tree that was never installed
 _API = (
     "AudienceSize",
     "HookcastError",
+    "Job",
     "JobError",
     "LoadedJob",
     "Progress",

@@ -2,6 +2,7 @@
 
     import hookcast
     job = hookcast.load_job("job.yaml")            # raises hookcast.JobError, problems listed
+    job = hookcast.Job(name="x", webhook={"url": url}, audience={"source": "a.parquet"})
     size = hookcast.validate(job)                  # contacts, batches; sends nothing
     summary = hookcast.run(job, state_dir="~/.hookcast")
     summary.to_dict()                              # the object `hookcast run --json` prints
@@ -15,10 +16,15 @@ Ray is not already connected, and shut it down before they return, whatever happ
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import re
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import Any
 
-from hookcast.actors.errors import HookcastError, JobError
+import yaml
+
+from hookcast.actors.errors import HookcastError, JobError, JobFileError
 from hookcast.cluster.coordinator import Progress, RunSummary
 from hookcast.cluster.job import LoadedJob
 from hookcast.cluster.job import load_job as _load_job
@@ -45,6 +51,66 @@ def load_job_text(
 ) -> LoadedJob:
     """A job from YAML text (no file needed); ``path`` anchors relative audience paths."""
     return _load_job_text(text, path, env=env)
+
+
+def Job(
+    keys: Mapping[str, Any] | None = None,
+    /,
+    *,
+    base_dir: str | Path = ".",
+    env: Mapping[str, str] | None = None,
+    **more: Any,
+) -> LoadedJob:
+    """A job built in code, no file needed: the keys of a job file (``hookcast schema``),
+    as a mapping, as keyword arguments, or both (the keyword arguments win).
+
+        hookcast.Job(name="x", webhook={"url": url}, audience={"source": "a.parquet"},
+                     batch_size=250, base_dir="/data")
+
+    It takes the loader's one route: the keys are written out as YAML (``Path`` as text,
+    tuples as lists) and read back by ``load_job_text``, so the checks, the ``${NAME}``
+    expansion from ``env`` (default: the environment) and the ``JobError`` with one
+    ``(key, message)`` per problem are a job file's. That YAML is the job's ``raw_text``,
+    stored with each run and read again, from the environment then, by ``resume`` and
+    ``replay``: give secrets as ``"${NAME}"`` references, never their values (a signing
+    secret written as a value is refused). Relative paths (``audience.source``,
+    ``audience.ids``, ``webhook.tls``) are relative to ``base_dir``; the job's ``path`` is
+    ``base_dir/<name>.yaml``, which names it in messages and is never read or written."""
+    data = {**(keys or {}), **more}
+    text = _CODE_HEADER + yaml.safe_dump(
+        _plain(data, ""), sort_keys=False, allow_unicode=True, width=10**6
+    )
+    name = data.get("name")
+    named = isinstance(name, str) and _FILE_STEM.fullmatch(name)
+    return _load_job_text(text, Path(base_dir) / f"{name if named else 'job'}.yaml", env=env)
+
+
+_CODE_HEADER = "# built in code: hookcast.Job(...)\n"
+_FILE_STEM = re.compile(r"[\w-]{1,63}")  # a name safe in a path; the model decides what is valid
+_SCALARS = (str, bool, int, float, type(None))
+
+
+def _plain(value: Any, key: str) -> Any:
+    """``value`` as the plain data YAML writes: mappings, lists, text, numbers, booleans;
+    a path or a date as text (ISO), a subclass (an enum member) as its base value.
+    JobError for anything else."""
+    if isinstance(value, Mapping):
+        named = ((_plain(k, key), f"{key}.{k}" if key else str(k)) for k in value)
+        return {k: _plain(v, at) for (k, at), v in zip(named, value.values(), strict=True)}
+    if isinstance(value, list | tuple):
+        return [_plain(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, dt.date):  # a datetime too; the model keeps them as ISO text
+        return value.isoformat()
+    for kind in _SCALARS:
+        if isinstance(value, kind):
+            return value if type(value) is kind else kind(value)
+    message = (
+        f"{key or 'the job'}: a {type(value).__name__} cannot be written in a job: give "
+        "text, a number, true/false, a list or a mapping."
+    )
+    raise JobFileError(message, ((key, message),))
 
 
 def validate(job: LoadedJob) -> AudienceSize:
@@ -135,6 +201,7 @@ def _ray(address: str | None) -> Iterator[None]:
 __all__ = [
     "AudienceSize",
     "HookcastError",
+    "Job",
     "JobError",
     "LoadedJob",
     "Progress",

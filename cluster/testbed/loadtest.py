@@ -3,12 +3,11 @@
 The built-in receiver runs in its own process (so it does not share this one's interpreter)
 and checks that every contact arrived exactly once; with ``url`` the broadcast goes to the
 user's endpoint instead and losses are read from the ledger. The report is one HTML file
-with the figures and a throughput chart (inline SVG: no plotting library needed).
+with the figures and a throughput chart (inline SVG, `html_report.py`'s building blocks).
 """
 
 from __future__ import annotations
 
-import html
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from hookcast.cluster import html_report
 from hookcast.cluster.coordinator import Progress, RunSummary
 from hookcast.cluster.job import load_job
 from hookcast.cluster.ledger import BatchStatus, Ledger
@@ -178,32 +178,15 @@ def write_report(report: LoadtestReport, path: Path) -> Path:
         "latency": ", ".join(f"{k} {v:.1f} ms" for k, v in report.latency_ms.items()),
         "verified": "yes" if report.verified else "NO",
     }
-    table = "".join(f"<tr><th>{k}</th><td>{html.escape(v)}</td></tr>" for k, v in rows.items())
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
-        "<!doctype html><meta charset=utf-8><title>hookcast load test</title>"
-        "<style>body{font:14px sans-serif;margin:2em}th{text-align:left;padding-right:1em}"
-        "</style>"
-        f"<h1>hookcast load test: {html.escape(s.run_id)}</h1><table>{table}</table>"
-        f"<h2>contacts/s over time</h2>{_svg(throughput(report.timeline))}"
+        html_report.page(
+            "hookcast load test",
+            f"<h1>hookcast load test: {html_report.escape(s.run_id)}</h1>",
+            html_report.facts(rows),
+            "<h2>contacts/s over time</h2>",
+            html_report.line_chart(throughput(report.timeline)),
+        ),
+        encoding="utf-8",
     )
     return path
-
-
-def _svg(points: list[tuple[float, float]], width: int = 720, height: int = 240) -> str:
-    if not points:
-        return "<p>(too short to chart)</p>"
-    t_max = max(t for t, _ in points) or 1.0
-    y_max = max(v for _, v in points) or 1.0
-    xy = " ".join(
-        f"{40 + t / t_max * (width - 50):.1f},{height - 20 - v / y_max * (height - 40):.1f}"
-        for t, v in points
-    )
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
-        f'<polyline fill="none" stroke="#2a6" stroke-width="2" points="{xy}"/>'
-        f'<text x="4" y="14">{y_max:,.0f}/s</text>'
-        f'<text x="{width - 60}" y="{height - 4}">{t_max:.0f} s</text>'
-        f'<line x1="40" y1="{height - 20}" x2="{width - 10}" y2="{height - 20}" stroke="#999"/>'
-        "</svg>"
-    )

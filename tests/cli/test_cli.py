@@ -47,6 +47,7 @@ COMMANDS = [
     ["keys"],
     ["keys", "new"],
     ["schema"],
+    ["init"],
 ]
 
 

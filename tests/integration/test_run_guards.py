@@ -5,6 +5,7 @@ shared by every run of every job."""
 from __future__ import annotations
 
 import asyncio
+import bisect
 import threading
 import time
 from collections import Counter
@@ -196,6 +197,62 @@ def test_the_daily_quota_is_shared_by_every_run_to_the_endpoint(
 
     assert third.status == RunStatus.INTERRUPTED and after_third == after_first
     assert receiver.recorder.duplicate_ids == 0
+
+
+# -- limits shared by the runs to one endpoint ----------------------------------------------------
+
+
+def test_two_jobs_to_one_endpoint_at_once_hold_its_rate_together(
+    write_job, ledger: Ledger, audience_5k: Path
+) -> None:
+    rate = 10.0
+    first_arrival = threading.Event()
+
+    def note_first(request: Request) -> Reply:
+        first_arrival.set()
+        return OK
+
+    with Sink(behaviour=note_first) as receiver:
+        jobs = [
+            load_job(
+                write_job(
+                    receiver.url,
+                    audience_5k,
+                    filename=f"{name}.yaml",
+                    name=name,
+                    batch_size=100,  # 50 requests each: 5 s alone at the rate
+                    rate_limit={"requests_per_second": rate},
+                )
+            )
+            for name in ("job-a", "job-b")
+        ]
+        state = ledger.state_dir
+
+        def run(ledger: Ledger, job) -> object:
+            return start_run(job, ledger)
+
+        a, a_out = _in_thread(run, state, jobs[0])
+        assert first_arrival.wait(60), f"the first run sent nothing within 60 s: {a_out}"
+        b, b_out = _in_thread(run, state, jobs[1])
+        a.join(120)
+        b.join(120)
+        arrivals = receiver.recorder.arrivals
+
+    assert "error" not in a_out and "error" not in b_out, (a_out, b_out)
+    assert a_out["result"].status == b_out["result"].status == RunStatus.SUCCEEDED
+    assert len(receiver.recorder.delivered_ids) == 5000 and receiver.recorder.contacts == 10_000
+    by_run = {
+        run: sorted(x.t for x in arrivals if x.key.startswith(run)) for run in ("job-a", "job-b")
+    }
+    assert by_run["job-b"][0] < by_run["job-a"][-1], "the two runs did not overlap"
+    times = sorted(x.t for x in arrivals)
+    for window_s in (1.0, 3.0):  # together, never more than one run alone may send
+        most = busiest(times, window_s)
+        assert most <= rate * window_s + 2, f"{most} requests within {window_s} s"
+
+
+def busiest(times: list[float], window_s: float) -> int:
+    return max(bisect.bisect_left(times, t + window_s) - i for i, t in enumerate(times))
 
 
 @pytest.fixture(autouse=True)

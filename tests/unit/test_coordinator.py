@@ -38,6 +38,7 @@ def coordinator(
     planned: bool = False,
     sizes: dict[int, int] | None = None,
     contacts_budget: int | None = None,
+    endpoint: str | None = None,
     **settings,
 ) -> Coordinator:
     keys = (
@@ -67,6 +68,7 @@ def coordinator(
         rng=random.Random(7),
         sizes=sizes,
         contacts_budget=contacts_budget,
+        endpoint=endpoint,
     )
 
 

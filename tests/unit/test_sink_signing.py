@@ -455,13 +455,17 @@ def test_cli_sink_verifies_with_env_secrets_and_says_how_many_verified():
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 20)
         assert ready, "the sink printed nothing within 20 s"
-        url = proc.stdout.readline().split()[2]
+        first = proc.stdout.readline()
+        url = first.split()[2]
         body = body_of(1)
         with httpx.Client(trust_env=False, timeout=10) as client:
             assert client.post(url, content=body, headers=signed(body, NEW)).status_code == 200
             assert client.post(url, content=body).status_code == 401
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=10)
+        # Read on through the text buffer: readline() may hold the next lines already
+        # (communicate() would read past them, from the pipe).
+        out = first + proc.stdout.read()
+        proc.wait(timeout=10)
     finally:
         proc.kill()
     assert proc.returncode == 0
