@@ -37,6 +37,10 @@ class Outcome(enum.StrEnum):
     OVERSIZE = "oversize"  # not sent: one contact's body alone passes max_body_bytes
 
 
+# What reached the endpoint; the other outcomes were handed back unsent.
+SENT = frozenset({Outcome.DELIVERED, Outcome.RETRY, Outcome.DEAD, Outcome.GONE})
+
+
 def classify(status: int | None) -> Outcome:
     """Outcome of one attempt; ``None`` means no HTTP answer (connection error, timeout)."""
     if status is None:

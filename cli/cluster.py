@@ -111,7 +111,9 @@ def submit(
         typer.Option(
             "--address",
             envvar="RAY_DASHBOARD_ADDRESS",
-            help="The cluster's dashboard / Jobs API, e.g. http://<head>:8265.",
+            help="The cluster's dashboard / Jobs API, e.g. http://<head>:8265; on KubeRay "
+            "http://<cluster>-head-svc:8265 in the cluster, or http://localhost:8265 after "
+            "`kubectl port-forward svc/<cluster>-head-svc 8265`.",
         ),
     ],
     auth: AuthOpt = None,

@@ -208,6 +208,24 @@ def print_actors(actors: Iterable[ActorStatus]) -> None:
     console.print(actors_table(actors))
 
 
+def _live_columns(snapshot: StatusSnapshot) -> tuple[Column, ...]:
+    """A running run's guards as it last said (each run writes them every second)."""
+
+    def in_flight(run: RunRecord) -> str:
+        live = snapshot.live.get(run.run_id)
+        return "" if live is None or live.in_flight_limit is None else str(live.in_flight_limit)
+
+    def breaker(run: RunRecord) -> str:
+        live = snapshot.live.get(run.run_id)
+        if live is None or live.breaker is None:
+            return ""
+        if live.breaker == "open" and live.breaker_open_until:
+            return f"open, probe in {max(0.0, live.breaker_open_until - snapshot.taken_at):.0f} s"
+        return live.breaker
+
+    return (Column("in flight", in_flight, "right"), Column("breaker", breaker))
+
+
 def status_view(
     snapshot: StatusSnapshot,
     *,
@@ -224,7 +242,7 @@ def status_view(
             Text(f"hookcast status at {taken}, every {every_s:g} s (Ctrl-C stops)", style="dim")
         )
     if snapshot.runs:
-        parts.append(runs_table(snapshot.runs, STATUS_COLUMNS))
+        parts.append(runs_table(snapshot.runs, (*STATUS_COLUMNS, *_live_columns(snapshot))))
     else:
         parts.append(Text(f"no run is running in {state_dir}"))
     if snapshot.actors:

@@ -15,7 +15,7 @@ from ray._private import ray_constants
 from ray._private.node import Node
 
 from hookcast.actors.errors import ClusterError
-from hookcast.cluster import watchdog
+from hookcast.cluster import prometheus_discovery, watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ def connect(
     (with Ray's dashboard, on loopback too, when ``dashboard``).
 
     An embedded Ray never outlives this process by more than a few seconds, even when it is
-    killed: a watchdog process ends it (``cluster/watchdog.py``).
+    killed: a watchdog process ends it (``cluster/watchdog.py``). Without the dashboard it
+    writes Ray's Prometheus discovery file itself (``cluster/prometheus_discovery.py``).
 
     Returns a short description of where we are. Idempotent within a process."""
     global _watchdog
@@ -82,6 +83,9 @@ def connect(
             **quiet,
         )
     _watchdog = watchdog.start(watchdog.new_children(children_before))
+    if not dashboard:
+        # Ray's dashboard writes Prometheus' discovery file; without it, we do (one node).
+        prometheus_discovery.publish()
     if dashboard and context.dashboard_url:
         return f"embedded local Ray, dashboard at http://{context.dashboard_url}"
     return "embedded local Ray (127.0.0.1)"

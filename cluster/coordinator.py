@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from hookcast.actors.breaker import BreakerSettings, BreakerState, CircuitBreaker
 from hookcast.actors.concurrency import AdaptiveConcurrency
-from hookcast.actors.delivery import AttemptResult, Outcome, RetryPolicy
+from hookcast.actors.delivery import SENT, AttemptResult, Outcome, RetryPolicy
 from hookcast.actors.errors import RunAbortedError
 from hookcast.actors.parts import part_key
 from hookcast.actors.ratelimit import RateLimiter
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_SENT = frozenset({Outcome.DELIVERED, Outcome.RETRY, Outcome.DEAD, Outcome.GONE})
 # How often a run tells the others targeting its endpoint that it is there (and learns of
 # them): the limits are shared among the live ones.
 SHARE_EVERY_S = 1.0
@@ -553,7 +552,7 @@ class Coordinator:
     def _record(self, attempt: _Attempt, result: AttemptResult) -> None:
         latency_ms = round(result.latency_s * 1000, 2)
         outcome = result.outcome
-        if outcome in _SENT:  # requests handed back unsent (late, no token) do not count
+        if outcome in SENT:  # requests handed back unsent (late, no token) do not count
             self.progress.requests += 1
             self.progress.retries += attempt.attempt > 1
             if self._endpoint_heard(attempt, result):

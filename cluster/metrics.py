@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ray.util.metrics import Counter, Gauge, Histogram
 
-from hookcast.actors.delivery import AttemptResult
+from hookcast.actors.delivery import SENT, AttemptResult
 
 _TAGS = ("job", "endpoint")
 _BREAKER_VALUE = {"closed": 0.0, "half-open": 0.5, "open": 1.0}
@@ -77,6 +77,8 @@ class RunMetrics:
             metric.set_default_tags(tags)
 
     def attempt(self, result: AttemptResult, *, retry: bool) -> None:
+        if result.outcome not in SENT:  # handed back unsent (late, no token, too large)
+            return
         self.requests.inc(1, {"outcome": str(result.outcome)})
         if retry:
             self.retries.inc(1)

@@ -105,16 +105,31 @@ class StatusSnapshot:
     runs: list  # RunRecords, newest first
     actors: list[ActorStatus]
     taken_at: float
+    live: dict = field(default_factory=dict)  # run id -> its LiveRun (limit, breaker)
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "runs": [r.to_dict() for r in self.runs],
+            "runs": [
+                {**r.to_dict(), "live": _live_dict(self.live.get(r.run_id))} for r in self.runs
+            ],
             "actors": [a.to_dict() for a in self.actors],
         }
+
+
+def _live_dict(live) -> dict | None:
+    if live is None:
+        return None
+    return {
+        "in_flight_limit": live.in_flight_limit,
+        "breaker": live.breaker,
+        "breaker_open_until": live.breaker_open_until,
+        "seen_at": live.seen_at,
+    }
 
 
 def take_snapshot(ledger, *, with_actors: bool) -> StatusSnapshot:
     """The running runs in ``ledger`` and, ``with_actors``, the connected cluster's
     hookcast actors. Reads only: as often as a watcher likes."""
     actors = hookcast_actors() if with_actors else []
-    return StatusSnapshot(running_runs(ledger), actors, time.time())
+    live = {r.run_id: r for r in ledger.live_runs()}
+    return StatusSnapshot(running_runs(ledger), actors, time.time(), live)

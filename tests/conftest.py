@@ -28,6 +28,7 @@ SLOW_MODULES = frozenset(
         "tests/integration/test_auth.py",
         "tests/integration/test_embedded.py",
         "tests/integration/test_body_limits.py",  # nginx in front of the receiver
+        "tests/integration/test_prometheus.py",  # a real Prometheus scraping a run
         "tests/cli/test_signals.py",
         # Real receivers that refuse, fail for seconds, verify signatures, serve TLS.
         "tests/integration/test_pushback.py",

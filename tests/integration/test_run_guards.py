@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import json
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from hookcast.actors.errors import LedgerError
 from hookcast.actors.quota import day_window, local_time_text
+from hookcast.cli.app import app
 from hookcast.cli.running import next_steps
 from hookcast.cluster.job import load_job
 from hookcast.cluster.ledger import BatchStatus, Ledger, RunStatus
@@ -249,6 +252,44 @@ def test_two_jobs_to_one_endpoint_at_once_hold_its_rate_together(
     for window_s in (1.0, 3.0):  # together, never more than one run alone may send
         most = busiest(times, window_s)
         assert most <= rate * window_s + 2, f"{most} requests within {window_s} s"
+
+
+def test_status_shows_a_running_runs_open_breaker_and_its_in_flight_limit(
+    write_job, ledger: Ledger, audience_5k: Path
+) -> None:
+    stop = threading.Event()
+    with Sink(behaviour=lambda request: Reply(503)) as receiver:
+        job = load_job(
+            write_job(
+                receiver.url,
+                audience_5k,
+                batch_size=100,
+                canary={"batches": 0},
+                circuit_breaker={"min_requests": 3, "open_s": 60, "max_outage_s": 600},
+            )
+        )
+        state = ledger.state_dir
+        thread, out = _in_thread(lambda book, job: start_run(job, book, stop=stop), state, job)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                shown = CliRunner().invoke(app, ["status", "--json", "--state-dir", str(state)])
+                assert shown.exit_code == 0, shown.output
+                runs = json.loads(shown.output)["runs"]
+                live = runs[0]["live"] if runs else None
+                if live and live["breaker"] == "open":
+                    break
+                assert time.monotonic() < deadline, f"no open breaker shown within 60 s: {runs}"
+                time.sleep(0.2)
+            table = CliRunner().invoke(
+                app, ["status", "--state-dir", str(state)], terminal_width=250
+            )
+        finally:
+            stop.set()
+            thread.join(60)
+    assert live["in_flight_limit"] >= 1 and live["breaker_open_until"] > time.time()
+    assert "open," in table.output and "probe" in table.output  # (80 columns: it wraps)
+    assert out["result"].status == RunStatus.INTERRUPTED
 
 
 def busiest(times: list[float], window_s: float) -> int:
