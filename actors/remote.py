@@ -31,12 +31,17 @@ def _reads_object_store(config: SegmentConfig) -> bool:
 
 
 def start_token_service() -> ray.actor.ActorHandle:
-    """The cluster's one token service (created on first use, then shared)."""
+    """The cluster's one token service (created on first use, then shared).
+
+    Detached: a named actor that only a run's handles keep alive is destroyed when the run
+    ends, and the next run's ``get_if_exists`` can get it while it is shutting down (seen
+    under load: every call then failed with ActorDiedError). It ends with the cluster."""
     return (
         ray.remote(TokenService)
         .options(
             name="hookcast/tokens",
             get_if_exists=True,
+            lifetime="detached",
             num_cpus=0,
             max_restarts=-1,
             max_concurrency=1000,

@@ -532,10 +532,16 @@ class Coordinator:
                     outcome.error,
                 )
                 for attempt in group:
+                    if attempt.attempt >= self.settings.retry.max_attempts:
+                        self.aborted = (
+                            f"the senders were lost {attempt.attempt} times while sending batch "
+                            f"{attempt.seq} ({outcome.error}): stopped; `hookcast resume` sends "
+                            "the rest once the cluster is healthy"
+                        )
                     attempt.sender = (attempt.sender + 1) % self.pool.size
                     self._schedule_retry(attempt, 0.0)
             elif isinstance(outcome, ChunkFailed):
-                self.aborted = f"batches {group[0].seq}.. could not be prepared: {outcome.error}"
+                self.aborted = f"batches {group[0].seq}.. could not be sent: {outcome.error}"
             elif isinstance(outcome, Answered):
                 for attempt, result in zip(group, outcome.results, strict=True):
                     self._record(attempt, result)

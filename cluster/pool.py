@@ -36,7 +36,8 @@ class SenderLost:
 
 @dataclass(frozen=True, slots=True)
 class ChunkFailed:
-    """The chunk the call carried could not be prepared (the segment failed)."""
+    """The call raised: the chunk it carried could not be prepared (the segment failed), or
+    something the sender needed failed. Sending it again would fail the same way."""
 
     error: str
 

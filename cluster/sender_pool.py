@@ -126,10 +126,12 @@ class RaySenderPool:
     def _outcome(ref: ray.ObjectRef) -> CallOutcome:
         try:
             return Answered(ray.get(ref))
+        except RayTaskError as exc:
+            # The call raised: the segment failed to make its chunk, or an actor the sender
+            # needed died (the error is then also an ActorDiedError, but the sender lives).
+            return ChunkFailed(last_line(exc))
         except _SENDER_LOST as exc:
             return SenderLost(type(exc).__name__)
-        except RayTaskError as exc:
-            return ChunkFailed(last_line(exc))
 
     def close(self) -> None:
         stop_actors([self.segment, *self.senders])

@@ -9,23 +9,11 @@ so they keep 127.0.0.1 (run with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0)."""
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import sys
 
 from ray.cluster_utils import Cluster
 
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports: all probes stay bound until every port is
-    chosen, or the OS may hand the same just-freed port out twice (seen: two of a node's
-    components given 52369, and the node refused to start)."""
-    with contextlib.ExitStack() as stack:
-        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in probes]
-
+from tests.ports import free_ports
 
 AGENT_PORTS = (
     "dashboard_agent_listen_port",

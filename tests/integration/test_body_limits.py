@@ -4,11 +4,6 @@ large alone, which are dead-lettered; a job that knows the limit draws no 413 at
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,83 +15,11 @@ from hookcast.cluster.job import load_job
 from hookcast.cluster.ledger import BatchStatus, Ledger, RunStatus
 from hookcast.cluster.runs import start_run
 from hookcast.cluster.testbed.sink import Sink
+from tests.nginx import Nginx, NginxError
 
 BODY_LIMIT_KB = 16
 HUGE = {1234, 2345}  # each alone over the proxy's limit
 CONTACTS = 3000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Nginx:
-    """nginx on 127.0.0.1 proxying to ``upstream`` with a body limit; its access log gives
-    the status of every request it answered."""
-
-    def __init__(self, folder: Path, upstream_port: int) -> None:
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        if not Path(binary).exists():
-            pytest.fail("nginx is not installed: `apt-get install nginx-light` (.ci/run does)")
-        self.port = free_port()
-        self.log = folder / "access.log"
-        temp = {name: folder / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
-        for path in temp.values():
-            path.mkdir()
-        (folder / "nginx.conf").write_text(
-            f"""
-daemon off;
-worker_processes 1;
-pid {folder}/nginx.pid;
-error_log {folder}/error.log warn;
-events {{ worker_connections 128; }}
-http {{
-    log_format statuses '$status $request_length';
-    access_log {self.log} statuses;
-    client_body_temp_path {temp["body"]};
-    proxy_temp_path {temp["proxy"]};
-    fastcgi_temp_path {temp["fastcgi"]};
-    uwsgi_temp_path {temp["uwsgi"]};
-    scgi_temp_path {temp["scgi"]};
-    client_max_body_size {BODY_LIMIT_KB}k;
-    # Bodies in memory: nginx's workers (not root) could not write temp files in here.
-    client_body_buffer_size 1m;
-    proxy_buffering off;
-    server {{
-        listen 127.0.0.1:{self.port};
-        location / {{
-            proxy_pass http://127.0.0.1:{upstream_port};
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
-    }}
-}}
-"""
-        )
-        self.proc = subprocess.Popen(
-            [binary, "-p", str(folder), "-c", str(folder / "nginx.conf")],
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                pytest.fail(f"nginx did not start: {self.proc.stderr.read().decode()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("nginx did not listen within 30 s")
-                time.sleep(0.05)
-
-    def statuses(self) -> Counter[int]:
-        return Counter(int(line.split()[0]) for line in self.log.read_text().splitlines())
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 @pytest.fixture
@@ -104,7 +27,10 @@ def proxied_sink(tmp_path: Path) -> Iterator[tuple[Sink, Nginx]]:
     with Sink() as sink:
         folder = tmp_path / "nginx"
         folder.mkdir()
-        proxy = Nginx(folder, int(sink.url.split(":")[2].split("/")[0]))
+        try:
+            proxy = Nginx(folder, int(sink.url.split(":")[2].split("/")[0]), BODY_LIMIT_KB)
+        except NginxError as exc:
+            pytest.fail(str(exc))
         try:
             yield sink, proxy
         finally:

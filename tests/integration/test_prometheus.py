@@ -7,7 +7,6 @@ import json
 import math
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -24,18 +23,13 @@ from hookcast.cluster.ledger import Ledger
 from hookcast.cluster.prometheus_discovery import FILE_NAME
 from hookcast.cluster.runs import start_run
 from hookcast.cluster.testbed.sink import OK, Reply, Sink
+from tests.ports import free_port
 
 DASHBOARD = Path(__file__).parents[2] / "deploy" / "grafana" / "hookcast-dashboard.json"
 JOB = "prom-job"
 # $__rate_interval (Grafana: 4 scrape intervals at least): long enough to hold both runs.
 RATE_INTERVAL = "5m"
 SCRAPE = "1s"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _get(base: str, path: str, **params: str | float) -> dict:
@@ -75,7 +69,7 @@ def prometheus(tmp_path: Path, session_dir: Path) -> Iterator[str]:
             }
         )
     )
-    base = f"http://127.0.0.1:{_free_port()}"
+    base = f"http://127.0.0.1:{free_port()}"
     log = tmp_path / "prometheus.log"
     with log.open("wb") as err:
         process = subprocess.Popen(

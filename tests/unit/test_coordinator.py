@@ -345,6 +345,18 @@ def test_a_lost_senders_batches_go_again_through_the_next_sender_with_their_keys
     assert {b.status for b in ledger.batches(RUN)} == {BatchStatus.DELIVERED}
 
 
+def test_senders_lost_again_and_again_stop_the_run_instead_of_looping(ledger, clock) -> None:
+    # Every call to every sender is lost: each batch goes again, but not for ever.
+    pool = FakePool(clock, size=2, lost={(s, n) for s in range(2) for n in range(1, 100)})
+    run = coordinator(ledger, clock, pool, batches=6)
+
+    with pytest.raises(RunAbortedError) as raised:
+        run.run()
+    assert "the senders were lost 4 times while sending batch" in raised.value.reason
+    assert len(pool.submits) < 40
+    assert BatchStatus.DELIVERED not in {b.status for b in ledger.batches(RUN)}
+
+
 @pytest.mark.parametrize(
     ("batches", "senders", "per_chunk"),
     [(2_000, 1, 32), (2_000, 3, 32), (100, 3, 9), (60, 4, 4), (3, 1, 4)],
@@ -368,7 +380,7 @@ def test_a_chunk_that_cannot_be_prepared_aborts_the_run(ledger, clock) -> None:
 
     with pytest.raises(RunAbortedError) as raised:
         run.run()
-    assert raised.value.reason == "batches 4.. could not be prepared: DuckDB: the file vanished"
+    assert raised.value.reason == "batches 4.. could not be sent: DuckDB: the file vanished"
     assert {r.seq for r in pool.requests}.isdisjoint({4, 5, 6, 7})
 
 

@@ -31,6 +31,7 @@ from hookcast.actors.sources import (
     short_reason,
 )
 from hookcast.cluster.testbed.synth import write_audience, write_ids
+from tests.ports import free_port
 from tests.unit.conftest import SEGMENT_BATCH
 
 N = 1_050
@@ -39,12 +40,6 @@ BATCH = SEGMENT_BATCH
 BUCKET = "hookcast-audiences"
 KEY_ID = "hookcast-test-key"
 SECRET = "hookcast-test-secret-value"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 # -- the stores ----------------------------------------------------------------------------------
@@ -108,7 +103,7 @@ def _upload(fs: pafs.FileSystem, root: Path) -> None:
 @pytest.fixture(scope="module")
 def s3_endpoint(local: Path) -> Iterator[str]:
     """moto's S3 server on a free loopback port, holding the ``local`` files."""
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     _reset_moto(port)
@@ -157,7 +152,7 @@ def gcs_host(local: Path) -> Iterator[str]:
     It runs in its own process: pyarrow's GCS client fetches object metadata while DuckDB
     opens the scan, holding the GIL, so an emulator thread in this process could not answer.
     """
-    port = _free_port()
+    port = free_port()
     command = ["start", "--host", "127.0.0.1", "--port", str(port), "--in-memory", "--quiet"]
     emulator = subprocess.Popen(
         [sys.executable, "-m", "gcp_storage_emulator", *command, "--default-bucket", BUCKET]
@@ -376,7 +371,7 @@ def test_s3_ids_object_that_is_not_parquet_names_audience_ids(segment, s3):
 
 
 def test_s3_unreachable_endpoint_cannot_be_read(segment, s3, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     url = f"{s3}/contacts/contacts.parquet"
 
     message = _audience_error(segment(url))
