@@ -175,6 +175,11 @@ def default_senders() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)
 
 
+def embedded() -> bool:
+    """True while this process runs its own embedded Ray (not a cluster it joined)."""
+    return _watchdog is not None
+
+
 def disconnect() -> None:
     """Leave the cluster; an embedded Ray is shut down, and its watchdog ends anything of
     it still running."""

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from hookcast.actors.breaker import BreakerSettings, BreakerState, CircuitBreaker
 from hookcast.actors.concurrency import AdaptiveConcurrency
@@ -149,6 +149,14 @@ class _Attempt:
         return self.seq if self.batch is None else self.batch
 
 
+class EndpointShare(Protocol):
+    """Where the runs to one endpoint learn of each other (the ledger is one)."""
+
+    def heartbeat(self, live: LiveRun) -> list[LiveRun]: ...
+
+    def leave(self, run_id: str) -> None: ...
+
+
 class Coordinator:
     """Delivers the wanted batches of one run through ``pool``; call ``run()`` once.
 
@@ -183,6 +191,7 @@ class Coordinator:
         contacts_budget: int | None = None,
         parts: dict[int, tuple[int, int, int]] | None = None,
         endpoint: str | None = None,
+        share: EndpointShare | None = None,
     ) -> None:
         self.run_id = run_id
         # Attempts a batch had in earlier sessions of this run (resume, replay): the ledger
@@ -239,6 +248,7 @@ class Coordinator:
         # Runs that target the same endpoint at once (through this ledger) split its limits:
         # each holds 1/n of the rates and of max_in_flight, and an open breaker holds all.
         self.endpoint = endpoint  # None: not shared
+        self.share = share or ledger  # where live runs meet (the ledger, and the cluster's)
         self.peers = 1
         self._shared_at = -math.inf
         self._others_open_until = 0.0  # epoch s: another run's breaker is open until then
@@ -262,7 +272,7 @@ class Coordinator:
             return self._run()
         finally:
             if self.endpoint is not None:
-                self.ledger.leave(self.run_id)
+                self.share.leave(self.run_id)
 
     def _run(self) -> RunStatus:
         window = max(2, -(-self.settings.prefetch_batches // self.per_chunk))
@@ -359,7 +369,7 @@ class Coordinator:
         open_until = None
         if self.breaker is not None and self.breaker.state is BreakerState.OPEN:
             open_until = wall + self.breaker.wait_s()
-        live = self.ledger.heartbeat(
+        live = self.share.heartbeat(
             LiveRun(
                 self.run_id,
                 self.endpoint,

@@ -28,6 +28,7 @@ from hookcast.actors.quota import DailyQuota, contacts_left, day_window, quota_n
 from hookcast.actors.redact import redact
 from hookcast.actors.segment import AudienceInfo, Segment
 from hookcast.cluster.compile import RunPlan, compile_job, insecure_warning
+from hookcast.cluster.connect import embedded
 from hookcast.cluster.coordinator import Coordinator, Progress, RunSummary
 from hookcast.cluster.job import LoadedJob, load_job_text
 from hookcast.cluster.ledger import (
@@ -38,6 +39,7 @@ from hookcast.cluster.ledger import (
     RunRecord,
     RunStatus,
 )
+from hookcast.cluster.live_registry import SharedEndpoints, cluster_registry
 from hookcast.cluster.metrics import RunMetrics
 from hookcast.cluster.sender_pool import RaySenderPool
 
@@ -358,6 +360,7 @@ def _deliver(
         parts=parts,
         contacts_budget=budget,  # 0: the day's quota is used up, nothing is sent
         endpoint=plan.endpoint,  # where the requests go: its runs share its limits
+        share=_shared_endpoints(ledger),
     )
     try:
         status = coordinator.run()
@@ -389,6 +392,11 @@ def _deliver(
     )
     logger.info("run %s %s in %.1f s", run_id, status, duration)
     return summarise(record, progress, duration)
+
+
+def _shared_endpoints(ledger: Ledger) -> SharedEndpoints:
+    """The ledger's live runs and, on a cluster (not the embedded Ray), the cluster's."""
+    return SharedEndpoints(ledger, None if embedded() else cluster_registry())
 
 
 def summarise(record: RunRecord, progress: Progress, duration_s: float) -> RunSummary:

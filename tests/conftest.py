@@ -60,6 +60,9 @@ def ray_session(metrics_port: int) -> Iterator[None]:
 
     from hookcast.cluster.connect import connect
 
+    # Metrics reach the agent every 2 s, not 10 (Ray's default): the Prometheus and metrics
+    # tests wait for them. Ray reads it in every process it starts from the environment.
+    os.environ.setdefault("RAY_metrics_report_interval_ms", "2000")
     connect(
         os.environ.get("RAY_ADDRESS"),
         num_cpus=2,

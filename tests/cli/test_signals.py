@@ -55,7 +55,12 @@ def test_ctrl_c_twice_stops_at_once_with_summary_resume_hint_and_exit_3_then_res
             receiver.url,
             audience_5k,
             batch_size=50,
-            rate_limit={"requests_per_second": 100, "max_in_flight": MAX_IN_FLIGHT},
+            # Fixed concurrency: the held requests must fill max_in_flight (no slow start).
+            rate_limit={
+                "requests_per_second": 100,
+                "max_in_flight": MAX_IN_FLIGHT,
+                "adaptive": False,
+            },
         )
         out, err = tmp_path / "cli.out", tmp_path / "cli.err"
         with out.open("wb") as stdout, err.open("wb") as stderr:

@@ -34,7 +34,7 @@ from hookcast.cli.app import app
 from hookcast.cluster.job import load_job
 from hookcast.cluster.ledger import BatchStatus, Ledger, RunStatus
 from hookcast.cluster.runs import start_run
-from hookcast.cluster.testbed.sink import OK, Arrival, Reply, Request, Sink, fail_rate, rate_limited
+from hookcast.cluster.testbed.sink import OK, Arrival, Reply, Request, Sink, fail_rate
 from hookcast.cluster.testbed.synth import write_audience
 
 NAMESPACE = "hookcast"
@@ -162,12 +162,13 @@ TOLERANCE_S = 0.01
 
 
 class RetryAfterReceiver:
-    """Accepts 50 requests in any sliding second and answers 429 above it with
-    ``Retry-After: retry_after``; notes, for every 429, the earliest time the client may
-    send again."""
+    """Answers the 20th and the 60th request 429 with ``Retry-After: retry_after`` (at fixed
+    requests, not above a rate: a slow machine would never reach a rate); notes, for every
+    429, the earliest time the client may send again."""
+
+    REFUSED = frozenset({20, 60})
 
     def __init__(self, retry_after: str, min_wait_s: Callable[[int], float]) -> None:
-        self._limited = rate_limited(50, retry_after="1")
         self.retry_after = retry_after
         self.min_wait_s = min_wait_s  # attempt number -> shortest wait the client may take
         self.attempts: Counter[str | None] = Counter()
@@ -175,9 +176,9 @@ class RetryAfterReceiver:
 
     def __call__(self, request: Request) -> Reply:
         self.attempts[request.key] += 1
-        reply = self._limited(request)
-        if reply.status != 429:
-            return reply
+        if request.n not in self.REFUSED:
+            return OK
+        reply = Reply(429)
         now = time.monotonic()
         if self.retry_after == HTTP_DATE:
             wall = time.time()

@@ -301,3 +301,24 @@ def _no_stray_runs(ledger: Ledger):
     """Every run a test starts has ended by its end (none left RUNNING)."""
     yield
     assert not [r.run_id for r in ledger.list_runs() if r.status == RunStatus.RUNNING]
+
+
+def test_runs_from_different_state_dirs_meet_in_the_clusters_registry(tmp_path: Path) -> None:
+    from hookcast.cluster.ledger import LiveRun
+    from hookcast.cluster.live_registry import SharedEndpoints, cluster_registry
+
+    endpoint = "https://hooks.example.com/shared"
+    laptops = [Ledger(tmp_path / name) for name in ("laptop-a", "laptop-b")]
+    try:
+        a, b = (SharedEndpoints(book, cluster_registry()) for book in laptops)
+        a.heartbeat(LiveRun("run-a", endpoint, seen_at=time.time()))
+        seen = b.heartbeat(LiveRun("run-b", endpoint, seen_at=time.time()))
+        assert sorted(r.run_id for r in seen) == ["run-a", "run-b"]
+        assert [r.run_id for r in laptops[1].live_runs()] == ["run-b"]  # not in b's ledger
+        a.leave("run-a")
+        again = b.heartbeat(LiveRun("run-b", endpoint, seen_at=time.time()))
+        assert [r.run_id for r in again] == ["run-b"]
+        b.leave("run-b")
+    finally:
+        for book in laptops:
+            book.close()
