@@ -6,7 +6,8 @@ request is sent and no attempt is used until a pause is over; then one *probe* r
 (*half-open*). Its success closes the breaker; its failure opens it again with the pause
 doubled. An outage that lasts too long is the run's to end (as interrupted, resumable).
 
-    CLOSED --(>= failure_ratio of the last answers in window_s failed, >= min_requests)--> OPEN
+    CLOSED --(>= failure_ratio of the last answers in window_s failed, >= min_requests;
+              or the last min_requests answers all failed)--> OPEN
     OPEN --(pause over: allow() hands out the probe)--> HALF_OPEN
     HALF_OPEN --(probe ok)--> CLOSED        (window cleared, pause back to open_s)
     HALF_OPEN --(probe failed)--> OPEN      (pause doubled, at most max_open_s)
@@ -56,8 +57,10 @@ class CircuitBreaker:
       busy spell trips it only once failures outnumber every success of the last 30 s
       (~110 failing requests at 8 in flight, measured), by when batches have used up their
       attempts; over the last 10 only, a 30 % flaky endpoint trips it now and then (7 of
-      10 failing: 1 % of windows). Over the last 50: an outage trips it within 35 failures,
-      a 30 % flaky endpoint practically never (35 of 50: ~1e-7). It is trimmed lazily, on
+      10 failing: 1 % of windows). Over the last 50: a 30 % flaky endpoint practically
+      never (35 of 50: ~1e-7). And ``min_requests`` failures *in a row* trip it whatever
+      came before, so an outage after a busy spell trips it within 10 failures, not 35
+      (a 30 % flaky endpoint: 0.3^10 = 6e-6 a position). It is trimmed lazily, on
       ``record``, ``allow`` and ``snapshot``: nothing runs in the background.
     * While OPEN, and after the pause until the probe is handed out, answers are those of
       requests that were in flight when it opened: they are ignored (they neither re-trip
@@ -80,6 +83,7 @@ class CircuitBreaker:
         self._state = BreakerState.CLOSED  # HALF_OPEN here means: the probe is out
         self._window: collections.deque[tuple[float, bool]] = collections.deque()
         self._failures = 0  # failures in the window
+        self._streak = 0  # failures in a row, up to the last answer
         self._pause_s = settings.open_s
         self._open_until = 0.0  # while OPEN: when the pause ends
         self._outage_since: float | None = None  # the first trip of the current outage
@@ -141,12 +145,16 @@ class CircuitBreaker:
             self._trim(now)
             self._window.append((now, ok))
             self._failures += not ok
+            self._streak = 0 if ok else self._streak + 1
             if len(self._window) > SAMPLE_FACTOR * self.settings.min_requests:
                 _, oldest_ok = self._window.popleft()
                 self._failures -= not oldest_ok
             total = len(self._window)
-            if total >= self.settings.min_requests and (
-                self._failures / total >= self.settings.failure_ratio
+            # A run of failures trips it at once, however many successes came before: an
+            # endpoint that goes down after a busy spell (a 30 % flaky one: 0.3^10 = 6e-6).
+            if self._streak >= self.settings.min_requests or (
+                total >= self.settings.min_requests
+                and self._failures / total >= self.settings.failure_ratio
             ):
                 self._outage_since = now
                 self._open(now, self.settings.open_s)
@@ -157,6 +165,7 @@ class CircuitBreaker:
                 self._state = BreakerState.CLOSED
                 self._window.clear()
                 self._failures = 0
+                self._streak = 0
                 self._pause_s = self.settings.open_s
                 self._outage_since = None
                 self._closed_at = now
@@ -194,3 +203,4 @@ class CircuitBreaker:
         while self._window and self._window[0][0] <= horizon:
             _, ok = self._window.popleft()
             self._failures -= not ok
+        self._streak = min(self._streak, len(self._window))  # only answers in the window

@@ -49,24 +49,31 @@ def probe(b: CircuitBreaker, clock: FakeClock, ok: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("ok", "failed", "opens"),
+    ("answered", "opens"),
     [
-        (3, 7, True),  # 7 of 10: exactly 0.7
-        (4, 6, False),  # 0.6
-        (6, 14, True),  # 14 of 20: exactly 0.7 again
-        (7, 14, False),  # 14 of 21 = 0.667
-        (20, 34, False),  # the last 50: 16 ok, 34 failed
-        (20, 35, True),  # the last 50: 35 failed: older successes no longer dilute them
-        (0, 9, False),  # all failed, but fewer than min_requests
+        ("T" * 3 + "F" * 7, True),  # 7 of 10: exactly 0.7
+        ("T" * 4 + "F" * 6, False),  # 0.6
+        ("TFF" * 7, False),  # 14 of 21 = 0.667, never 0.7 on the way
+        ("TTTFFFFFFF" * 2, True),  # 14 of 20: exactly 0.7 again
+        ("T" * 20 + "TFF" * 30, False),  # the last 50 stay at 2 of 3 failed
+        ("T" * 20 + "FFFFFFFFFT" * 5, True),  # 9 of 10: older successes no longer dilute
+        ("F" * 9, False),  # all failed, but fewer than min_requests
     ],
 )
-def test_trips_at_the_ratio_with_min_requests(
-    clock: FakeClock, ok: int, failed: int, opens: bool
-) -> None:
+def test_trips_at_the_ratio_with_min_requests(clock: FakeClock, answered: str, opens: bool) -> None:
     b = breaker(clock)
-    answers(b, ok=ok, failed=failed)
+    for answer in answered:
+        b.record(answer == "T")
     assert (b.state is BreakerState.OPEN) is opens
     assert b.allow() is not opens
+
+
+def test_a_run_of_min_requests_failures_trips_it_whatever_came_before(clock: FakeClock) -> None:
+    b = breaker(clock)
+    answers(b, ok=40, failed=9)
+    assert b.state is BreakerState.CLOSED  # 9 of 49: the ratio alone would wait for 35
+    b.record(False)
+    assert b.state is BreakerState.OPEN
 
 
 def test_not_below_min_requests_then_at_it(clock: FakeClock) -> None:
