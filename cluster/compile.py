@@ -40,14 +40,19 @@ class RunPlan:
     secrets: frozenset[str] = field(repr=False)
 
 
+def check_url_override(url: str, egress: EgressPolicy | None = None, key: str = "--url") -> None:
+    """Raise a JobError naming ``key`` when ``url`` cannot replace a job's webhook URL."""
+    problem = http_url_problem(url) or (None if egress is None else egress.url_problem(url))
+    if problem is not None:
+        message = f"{key} {problem}"
+        raise JobError(message, ((key, message),))
+
+
 def compile_job(job: LoadedJob, *, url: str | None = None) -> RunPlan:
     """The run plan of ``job``; ``url`` replaces the webhook URL (replay to staging) and is
     checked as the job's own URL is (raises JobError naming ``--url``)."""
     if url is not None:
-        problem = http_url_problem(url) or job.egress.url_problem(url)
-        if problem is not None:
-            message = f"--url {problem}"
-            raise JobError(message, (("--url", message),))
+        check_url_override(url, job.egress)
     sender = sender_config(job, url=url)
     return RunPlan(
         segment=segment_config(job),

@@ -597,12 +597,7 @@ class Coordinator:
         elif outcome is Outcome.OVERSIZE:
             # One contact over max_body_bytes: never sent, dead-lettered alone.
             self._canary_inconclusive(attempt.seq)
-            unsent = self._in_ledger(attempt) - 1
-            self._updates.append(
-                BatchUpdate(
-                    attempt.seq, BatchStatus.DEAD_LETTERED, unsent, None, None, result.error
-                )
-            )
+            self._final(attempt, BatchStatus.DEAD_LETTERED, result, None, result.error, sent=False)
             self.progress.failed_batches += 1
             if self.metrics:
                 self.metrics.dead_letter()
@@ -715,11 +710,13 @@ class Coordinator:
         result: AttemptResult,
         latency_ms: float | None,
         reason: str | None,
+        *,
+        sent: bool = True,
     ) -> None:
+        """The batch's last outcome; ``sent=False``: this attempt never left (no attempt used)."""
+        attempts = self._in_ledger(attempt) - (0 if sent else 1)
         self._updates.append(
-            BatchUpdate(
-                attempt.seq, status, self._in_ledger(attempt), result.status, latency_ms, reason
-            )
+            BatchUpdate(attempt.seq, status, attempts, result.status, latency_ms, reason)
         )
 
     def _in_ledger(self, attempt: _Attempt) -> int:

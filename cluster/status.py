@@ -110,21 +110,14 @@ class StatusSnapshot:
     def to_dict(self) -> dict[str, object]:
         return {
             "runs": [
-                {**r.to_dict(), "live": _live_dict(self.live.get(r.run_id))} for r in self.runs
+                {
+                    **r.to_dict(),
+                    "live": live.to_dict() if (live := self.live.get(r.run_id)) else None,
+                }
+                for r in self.runs
             ],
             "actors": [a.to_dict() for a in self.actors],
         }
-
-
-def _live_dict(live) -> dict | None:
-    if live is None:
-        return None
-    return {
-        "in_flight_limit": live.in_flight_limit,
-        "breaker": live.breaker,
-        "breaker_open_until": live.breaker_open_until,
-        "seen_at": live.seen_at,
-    }
 
 
 def take_snapshot(ledger, *, with_actors: bool) -> StatusSnapshot:

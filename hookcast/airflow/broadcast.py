@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from hookcast.actors.errors import JobError
-from hookcast.actors.urls import has_scheme, http_url_problem
+from hookcast.actors.urls import has_scheme
+from hookcast.cluster.compile import check_url_override
 from hookcast.cluster.coordinator import Progress, RunSummary
 from hookcast.cluster.job_yaml import safe_load
 from hookcast.cluster.report import RunError, parse_line
@@ -40,11 +40,9 @@ def jobs_api(address: str | None) -> bool:
 
 
 def check_url(url: str) -> None:
-    """Raise a JobError naming ``url`` when it cannot be a webhook URL."""
-    problem = http_url_problem(url)
-    if problem is not None:
-        message = f"url {problem}"
-        raise JobError(message, (("url", message),))
+    """Raise a JobError naming ``url`` when it cannot be a webhook URL (the job's egress
+    rules are checked again when the rewritten job is loaded)."""
+    check_url_override(url, key="url")
 
 
 def with_url(raw_text: str, url: str, base_dir: Path, source_name: str = "job.yaml") -> str:
