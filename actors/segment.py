@@ -59,6 +59,9 @@ _INTEGER_TYPES = {
     "utinyint",
     "hugeint",
 }
+# Rows DuckDB renders per Arrow record batch: the first request waits for the first one
+# (16k: ~0.2 s sooner than 64k, at the same speed).
+RENDER_ROWS = 16 * 1024
 # The names remote sources are registered under, by the job key they come from.
 _REMOTE_TABLES = {"audience.source": "hookcast_source", "audience.ids": "hookcast_ids"}
 
@@ -419,6 +422,6 @@ class Segment:
             yield from con.sql(
                 f"SELECT s.id::BIGINT AS id, {tail} AS {ELEMENT_COLUMN} FROM {source} s"
                 f"{self._segment_filter(*extra)}"
-            ).to_arrow_reader(64 * 1024)
+            ).to_arrow_reader(RENDER_ROWS)
         finally:
             con.close()

@@ -130,21 +130,22 @@ def run(
 ) -> Outcome:
     """Run the broadcast now, in the foreground, with a progress bar."""
     from hookcast.cluster.job import load_job
-    from hookcast.cluster.runs import start_run
+    from hookcast.cluster.runs import prepare_while, start_run
 
     settings.error_lines = progress_lines
     loaded = load_job(job, auth_file=auth)
     ledger = open_ledger(state_dir)
-    connect(address)  # before the handlers: ray.init installs its own
+    # The job is validated and its audience frozen while Ray starts, before anything is
+    # sent; connecting comes before the handlers: ray.init installs its own.
+    prepared = prepare_while(loaded, lambda: connect(address))
     with stop_on_signals() as signals:
-        # start_run validates the job (once) before it sends anything.
         summary = _broadcast(
             start_run,
             signals,
             loaded.spec.name,
             json_out,
             progress_lines,
-            job=loaded,
+            job=prepared,
             ledger=ledger,
             senders=senders,
         )

@@ -154,7 +154,7 @@ def demo(
     """The quick start: a sample audience, a local receiver, a broadcast on embedded Ray."""
     from hookcast.actors.signing import new_secret
     from hookcast.cluster.job import load_job
-    from hookcast.cluster.runs import start_run
+    from hookcast.cluster.runs import prepare_while, start_run
     from hookcast.cluster.testbed.demo import SECRET_ENV, write_demo
     from hookcast.cluster.testbed.sink import OK, Sink
 
@@ -178,10 +178,10 @@ def demo(
         )
         loaded = load_job(job_path)
         ledger = open_ledger(state_dir)
-        connect(None)  # before the handlers: ray.init installs its own
+        prepared = prepare_while(loaded, lambda: connect(None))  # before the handlers
         with stop_on_signals() as signals:
             summary = run_with_progress(
-                start_run, signals.options(), "demo", False, job=loaded, ledger=ledger
+                start_run, signals.options(), "demo", False, job=prepared, ledger=ledger
             )
         stats = receiver.recorder.snapshot()
     show_summary(summary)

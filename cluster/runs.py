@@ -18,7 +18,8 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -98,8 +99,40 @@ def validate(job: LoadedJob) -> AudienceInfo:
 # -- runs ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedRun:
+    """A job checked and its audience frozen, before Ray is needed (see ``prepare_while``)."""
+
+    job: LoadedJob
+    plan: RunPlan
+    ids: pa.Array  # the frozen audience, as ``Segment.freeze`` gives it
+
+
+def prepare_run(job: LoadedJob) -> PreparedRun:
+    """Compile ``job``, validate its audience and freeze it, here, with DuckDB and no Ray:
+    raises the JobError ``start_run`` would, having sent nothing."""
+    plan = compile_job(job)
+    segment = Segment(plan.segment)
+    try:
+        segment.validate()
+        ids = segment.freeze()
+    finally:
+        segment.close()
+    return PreparedRun(job, plan, ids)
+
+
+def prepare_while(job: LoadedJob, connect: Callable[[], object]) -> PreparedRun:
+    """``prepare_run(job)`` on a thread while ``connect()`` starts Ray on this one (ray.init
+    belongs on the main thread): the freeze reads the source while Ray's processes boot,
+    instead of after. ``connect``'s error wins; else the job's."""
+    with ThreadPoolExecutor(1, thread_name_prefix="hookcast-prepare") as pool:
+        prepared = pool.submit(prepare_run, job)
+        connect()
+        return prepared.result()
+
+
 def start_run(
-    job: LoadedJob,
+    job: LoadedJob | PreparedRun,
     ledger: Ledger,
     *,
     run_id: str | None = None,
@@ -110,7 +143,8 @@ def start_run(
     stop_now: threading.Event | None = None,
 ) -> RunSummary:
     """Fire one run of ``job`` now (Ray must be connected). The job is compiled and its
-    audience validated here, once: bad input raises a JobError before any request is sent.
+    audience validated here, once (or already, in a ``PreparedRun``, whose frozen audience
+    is then the run's): bad input raises a JobError before any request is sent.
 
     ``stop``: send nothing new, let the requests in flight finish, end INTERRUPTED.
     ``stop_now``: end INTERRUPTED at once; the batches in flight stay SENDING, and resume
@@ -118,13 +152,17 @@ def start_run(
 
     Raises LedgerError, sending nothing, while a live process sends another run of the job
     (checked before anything starts, and again, race-free, as the run is recorded)."""
-    plan = compile_job(job)
-    _validate_audience(plan)
+    prepared = job if isinstance(job, PreparedRun) else None
+    if prepared is not None:
+        job, plan = prepared.job, prepared.plan
+    else:
+        plan = compile_job(job)
+        _validate_audience(plan)
     ledger.refuse_if_running(job.spec.name)
     run_id = run_id or new_run_id(job.spec.name)
     pool = RaySenderPool(plan, run_id, senders=senders)
     try:
-        ids = pool.freeze()
+        ids = prepared.ids if prepared is not None else pool.freeze()
         ledger.freeze_audience(run_id, ids)
         plans = plan_batches(run_id, ids, job.spec.batch_size)
         try:
@@ -341,8 +379,6 @@ def _deliver(
     if (warning := insecure_warning(plan)) is not None:
         logger.warning("run %s: %s", run_id, warning)
     note = None
-    pool.wait_ready()  # before the clock starts
-    started = time.monotonic()
     coordinator = Coordinator(
         run_id=run_id,
         ledger=ledger,
@@ -362,6 +398,9 @@ def _deliver(
         endpoint=plan.endpoint,  # where the requests go: its runs share its limits
         share=_shared_endpoints(ledger),
     )
+    coordinator.open_stream()  # the segment renders while the senders boot
+    pool.wait_ready()  # before the clock starts
+    started = time.monotonic()
     try:
         status = coordinator.run()
     except RunAbortedError as exc:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import logging
 import os
 import socket
@@ -424,8 +425,26 @@ def _verify(webhooks: Sequence[Webhook], body: bytes, headers: dict[str, str]) -
         except UnicodeDecodeError:
             why = "the body is not UTF-8, so it is not the JSON that was signed"
         except ValueError:  # binascii.Error included
-            why = "webhook-signature is not space-separated v1,<base64> signatures"
+            why = _MALFORMED
+    if why == _WHY_UNVERIFIED["No matching signature found"] and not _any_well_formed(
+        headers.get("webhook-signature", "")
+    ):
+        why = _MALFORMED  # standardwebhooks 1.3 skips what it cannot parse, silently
     raise _Refused(401, f"signature rejected: {why}.")
+
+
+_MALFORMED = "webhook-signature is not space-separated v1,<base64> signatures"
+
+
+def _any_well_formed(signatures: str) -> bool:
+    for entry in signatures.split():
+        version, _, signature = entry.partition(",")
+        try:
+            if version and base64.b64decode(signature, validate=True):
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 async def _read_body(receive: Receive) -> bytes | None:

@@ -148,15 +148,19 @@ class FakePool:
             self.on_submit(sender, orders)
         now = self.clock.t
         self.submits.append((now, sender, list(orders)))
-        self._in_flight += len(orders)
-        self.most_in_flight = max(self.most_in_flight, self._in_flight)
         self._per_sender[sender] = self._per_sender.get(sender, 0) + 1
         call = _Call(sender, chunk, list(orders), now)
         arrival = now + (self.transit(len(self.submits)) if self.transit else self.transit_s)
         if chunk in self.broken_chunks:
             call.done_at, call.outcome = arrival, ChunkFailed("DuckDB: the file vanished")
+            self._in_flight += len(orders)
+            self.most_in_flight = max(self.most_in_flight, self._in_flight)
         else:
-            results = [self._request(call, order, arrival) for order in orders]
+            results = []
+            for order in orders:  # one by one, as an endpoint sees them arrive
+                self._in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self._in_flight)
+                results.append(self._request(call, order, arrival))
             call.done_at = max(done for done, _ in results)
             call.outcome = Answered([result for _, result in results])
             if (sender, self._per_sender[sender]) in self.lost:

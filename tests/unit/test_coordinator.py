@@ -365,7 +365,7 @@ def test_a_chunk_holds_stream_batches_but_each_sender_gets_4_chunks_of_a_small_r
     ledger, clock, batches, senders, per_chunk
 ) -> None:
     pool = FakePool(clock, size=senders)
-    run = coordinator(ledger, clock, pool, batches=batches, stream_batches=32)
+    run = coordinator(ledger, clock, pool, batches=batches, chunk_batches=4, stream_batches=32)
 
     assert run.run() is RunStatus.SUCCEEDED
     [(_, opened_per_chunk, window)] = pool.opened
@@ -474,7 +474,7 @@ def test_without_a_rate_a_call_carries_chunk_batches_and_with_one_a_single_reque
     ledger, clock
 ) -> None:
     pool = FakePool(clock)
-    run = coordinator(ledger, clock, pool, batches=20, stream_batches=4)
+    run = coordinator(ledger, clock, pool, batches=20, chunk_batches=4, stream_batches=4)
     assert run.run() is RunStatus.SUCCEEDED
     assert [len(orders) for _, _, orders in pool.submits] == [4] * 5
     assert all(o.send_at is None for _, _, orders in pool.submits for o in orders)
