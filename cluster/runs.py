@@ -142,9 +142,9 @@ def start_run(
     stop: threading.Event | None = None,
     stop_now: threading.Event | None = None,
 ) -> RunSummary:
-    """Fire one run of ``job`` now (Ray must be connected). The job is compiled and its
-    audience validated here, once (or already, in a ``PreparedRun``, whose frozen audience
-    is then the run's): bad input raises a JobError before any request is sent.
+    """Fire one run of ``job`` now (Ray must be connected). The job is compiled, its
+    audience validated and frozen here, once (``prepare_run``), unless it comes prepared:
+    bad input raises a JobError before any request is sent.
 
     ``stop``: send nothing new, let the requests in flight finish, end INTERRUPTED.
     ``stop_now``: end INTERRUPTED at once; the batches in flight stay SENDING, and resume
@@ -152,17 +152,13 @@ def start_run(
 
     Raises LedgerError, sending nothing, while a live process sends another run of the job
     (checked before anything starts, and again, race-free, as the run is recorded)."""
-    prepared = job if isinstance(job, PreparedRun) else None
-    if prepared is not None:
-        job, plan = prepared.job, prepared.plan
-    else:
-        plan = compile_job(job)
-        _validate_audience(plan)
+    prepared = job if isinstance(job, PreparedRun) else prepare_run(job)
+    job, plan = prepared.job, prepared.plan
     ledger.refuse_if_running(job.spec.name)
     run_id = run_id or new_run_id(job.spec.name)
     pool = RaySenderPool(plan, run_id, senders=senders)
     try:
-        ids = prepared.ids if prepared is not None else pool.freeze()
+        ids = prepared.ids
         ledger.freeze_audience(run_id, ids)
         plans = plan_batches(run_id, ids, job.spec.batch_size)
         try:

@@ -2,9 +2,9 @@
 and knows Ray's exception types.
 
 A ``RaySenderPool`` owns a run's segment actor and sender actors (started together, so
-their worker processes come up in parallel), freezes the audience, streams the segment's
-chunks through the object store and turns each sender call's fate into a
-``cluster.pool.CallOutcome`` for the coordinator.
+their worker processes come up in parallel), streams the segment's chunks through the
+object store and turns each sender call's fate into a ``cluster.pool.CallOutcome`` for the
+coordinator.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pyarrow as pa
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
-from hookcast.actors.errors import last_line, unwrap
+from hookcast.actors.errors import last_line
 from hookcast.actors.remote import start_segment, start_senders, stop_actors
 from hookcast.actors.sender import BatchOrder
 from hookcast.cluster.compile import RunPlan
@@ -87,14 +87,6 @@ class RaySenderPool:
     @property
     def size(self) -> int:
         return len(self.senders)
-
-    def freeze(self) -> pa.Array:
-        """The run's audience, frozen by the segment: its ids in source order. Bad input raises the
-        segment's own JobError."""
-        try:
-            return ray.get(self.segment.freeze.remote())
-        except RayTaskError as exc:
-            raise unwrap(exc) from None
 
     def use_audience(self, ids: pa.Array) -> None:
         """Put the frozen ids in the object store, once, for the segment's streams."""
