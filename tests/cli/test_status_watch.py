@@ -50,6 +50,12 @@ def _env() -> dict[str, str]:
     return {**env, "COLUMNS": "200", "TERM": "xterm-256color"}
 
 
+def _ctrl_c_as_on_a_terminal() -> None:
+    """A job a non-interactive shell starts in the background inherits SIGINT ignored (and a
+    Python child then never raises KeyboardInterrupt): give the watcher the default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_running_run(state: Path) -> None:
     """A run the watcher will show as running: its pid (this test's) is alive."""
     ledger = Ledger(state)
@@ -78,7 +84,13 @@ def test_watch_redraws_in_place_on_a_terminal_until_ctrl_c(tmp_path: Path) -> No
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
     process = subprocess.Popen(
-        _command(state), stdin=slave, stdout=slave, stderr=slave, env=_env(), close_fds=True
+        _command(state),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=_env(),
+        close_fds=True,
+        preexec_fn=_ctrl_c_as_on_a_terminal,
     )
     os.close(slave)
     seen = bytearray()
@@ -136,6 +148,7 @@ def test_watch_with_json_prints_one_object_per_line_per_refresh(tmp_path: Path) 
         _command(state, "--json"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=_ctrl_c_as_on_a_terminal,
         text=True,
         env=_env(),
     )
@@ -164,7 +177,12 @@ def test_watch_into_a_pipe_prints_each_view_after_the_last(tmp_path: Path) -> No
     state = tmp_path / "state"
     _start_running_run(state)
     process = subprocess.Popen(
-        _command(state), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+        _command(state),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        preexec_fn=_ctrl_c_as_on_a_terminal,
     )
     try:
         lines = _lines(process)
