@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpcore
 import httpx
+from httpcore._utils import is_socket_readable  # httpcore's own check, unchanged
 
 from hookcast.actors.errors import cause_of
 from hookcast.actors.urls import display_url
@@ -277,13 +278,52 @@ class _AsyncGuard(httpcore.AsyncNetworkBackend):
             if last is not None and _left(deadline) == 0.0:
                 break
             try:
-                return await self._backend.connect_tcp(address, port, _left(deadline), **options)
+                stream = await self._backend.connect_tcp(address, port, _left(deadline), **options)
+                return _KnownSocketStream(stream)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last = exc
         raise last
 
     async def sleep(self, seconds: float) -> None:
         await self._backend.sleep(seconds)
+
+
+class _KnownSocketStream(httpcore.AsyncNetworkStream):
+    """An AnyIO stream that answers httpcore's "is this idle connection still open?" from
+    a socket looked up once.
+
+    httpcore asks it of every pooled connection each time it places a request, and anyio
+    rebuilds a table of attribute getters on each lookup: ~6% of a sender's CPU at 1M
+    contacts (py-spy). The socket stays the same under TLS, so the answer is unchanged."""
+
+    def __init__(self, stream: httpcore.AsyncNetworkStream, sock: socket.socket | None = None):
+        self._stream = stream
+        self._socket = sock if sock is not None else stream.get_extra_info("socket")
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._stream.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._stream.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        tls = await self._stream.start_tls(ssl_context, server_hostname, timeout)
+        return _KnownSocketStream(tls, self._socket)
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable":
+            return is_socket_readable(self._socket)
+        if info == "socket":
+            return self._socket
+        return self._stream.get_extra_info(info)
 
 
 # httpx's own default (httpx.Limits() alone would mean no limit on connections).

@@ -399,3 +399,34 @@ def test_env_proxies_are_not_used_with_the_transport(
         monkeypatch.delenv(name, raising=False)
     assert get(DEFAULT, f"http://127.0.0.1:{server.server_port}/").status_code == 200
     blocked_error(get, PUBLIC_ONLY, f"http://127.0.0.1:{server.server_port}/")
+
+
+def test_a_connection_the_server_closed_is_not_reused() -> None:
+    """httpcore asks each pooled connection whether its socket turned readable (the server
+    closed it) before reusing it; the guarded stream answers from the socket it kept.
+    Reusing a closed connection would fail the second request."""
+    accepted = 0
+
+    async def answer_once_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        nonlocal accepted
+        accepted += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")  # no Connection: close
+        await writer.drain()
+        writer.close()
+
+    async def two_requests() -> list[str]:
+        server = await asyncio.start_server(answer_once_then_close, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        async with server, httpx.AsyncClient(transport=guarded_async_transport(DEFAULT)) as client:
+            first = await client.get(url)
+            for _ in range(100):  # until the close has reached this side
+                await asyncio.sleep(0.01)
+                pooled = client._transport._pool.connections  # type: ignore[attr-defined]
+                if pooled and pooled[0]._connection._network_stream.get_extra_info("is_readable"):
+                    break
+            second = await client.get(url)
+        return [first.text, second.text]
+
+    assert asyncio.run(two_requests()) == ["ok", "ok"]
+    assert accepted == 2
