@@ -137,7 +137,7 @@ def run(
     ledger = open_ledger(state_dir)
     # The job is validated and its audience frozen while Ray starts, before anything is
     # sent; connecting comes before the handlers: ray.init installs its own.
-    prepared = prepare_while(loaded, lambda: connect(address))
+    prepared = prepare_while(loaded, lambda: connect(address), ledger)
     with stop_on_signals() as signals:
         summary = _broadcast(
             start_run,

@@ -178,7 +178,7 @@ def demo(
         )
         loaded = load_job(job_path)
         ledger = open_ledger(state_dir)
-        prepared = prepare_while(loaded, lambda: connect(None))  # before the handlers
+        prepared = prepare_while(loaded, lambda: connect(None), ledger)  # before the handlers
         with stop_on_signals() as signals:
             summary = run_with_progress(
                 start_run, signals.options(), "demo", False, job=prepared, ledger=ledger

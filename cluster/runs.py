@@ -100,17 +100,29 @@ def validate(job: LoadedJob) -> AudienceInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class StagedRun:
+    """A run's frozen audience already written to the ledger's folder for ``run_id`` and its
+    batches planned (``prepare_while`` does it while Ray starts); no ledger row yet."""
+
+    run_id: str
+    batches: list[BatchRecord]
+
+
+@dataclass(frozen=True, slots=True)
 class PreparedRun:
     """A job checked and its audience frozen, before Ray is needed (see ``prepare_while``)."""
 
     job: LoadedJob
     plan: RunPlan
     ids: pa.Array  # the frozen audience, as ``Segment.freeze`` gives it
+    staged: StagedRun | None = None
 
 
-def prepare_run(job: LoadedJob) -> PreparedRun:
+def prepare_run(job: LoadedJob, ledger: Ledger | None = None) -> PreparedRun:
     """Compile ``job``, validate its audience and freeze it, here, with DuckDB and no Ray:
-    raises the JobError ``start_run`` would, having sent nothing."""
+    raises the JobError ``start_run`` would, having sent nothing. Given ``ledger``, also
+    write the frozen audience for a new run id and plan its batches (``StagedRun``): only
+    files, no SQLite, so this may run on another thread than the ledger's."""
     plan = compile_job(job)
     segment = Segment(plan.segment)
     try:
@@ -118,17 +130,38 @@ def prepare_run(job: LoadedJob) -> PreparedRun:
         ids = segment.freeze()
     finally:
         segment.close()
-    return PreparedRun(job, plan, ids)
+    staged = None
+    if ledger is not None:
+        run_id = new_run_id(job.spec.name)
+        ledger.freeze_audience(run_id, ids)
+        staged = StagedRun(run_id, plan_batches(run_id, ids, job.spec.batch_size))
+    return PreparedRun(job, plan, ids, staged)
 
 
-def prepare_while(job: LoadedJob, connect: Callable[[], object]) -> PreparedRun:
-    """``prepare_run(job)`` on a thread while ``connect()`` starts Ray on this one (ray.init
-    belongs on the main thread): the freeze reads the source while Ray's processes boot,
-    instead of after. ``connect``'s error wins; else the job's."""
+def prepare_while(
+    job: LoadedJob, connect: Callable[[], object], ledger: Ledger | None = None
+) -> PreparedRun:
+    """``prepare_run(job, ledger)`` on a thread while ``connect()`` starts Ray on this one
+    (ray.init belongs on the main thread): the freeze reads the source and the audience is
+    written while Ray's processes boot, instead of after, so the first request does not
+    wait for them at any audience size. ``connect``'s error wins; else the job's."""
     with ThreadPoolExecutor(1, thread_name_prefix="hookcast-prepare") as pool:
-        prepared = pool.submit(prepare_run, job)
-        connect()
+        prepared = pool.submit(prepare_run, job, ledger)
+        try:
+            connect()
+        except BaseException:
+            staged = prepared.exception() is None and prepared.result().staged
+            if ledger is not None and staged:
+                discard_unrecorded(ledger, staged.run_id)
+            raise
         return prepared.result()
+
+
+def discard_unrecorded(ledger: Ledger, run_id: str) -> None:
+    """Remove the frozen audience of ``run_id`` if the ledger has no such run: it belongs to
+    no run (nothing was sent)."""
+    if ledger.find_run(run_id) is None:
+        shutil.rmtree(ledger.audience_path(run_id).parent, ignore_errors=True)
 
 
 def start_run(
@@ -153,14 +186,22 @@ def start_run(
     Raises LedgerError, sending nothing, while a live process sends another run of the job
     (checked before anything starts, and again, race-free, as the run is recorded)."""
     prepared = job if isinstance(job, PreparedRun) else prepare_run(job)
-    job, plan = prepared.job, prepared.plan
-    ledger.refuse_if_running(job.spec.name)
-    run_id = run_id or new_run_id(job.spec.name)
-    pool = RaySenderPool(plan, run_id, senders=senders)
+    job, plan, staged = prepared.job, prepared.plan, prepared.staged
+    if staged is not None and run_id not in (None, staged.run_id):
+        raise ValueError(f"run id {run_id!r} given for a run staged as {staged.run_id!r}")
+    run_id = staged.run_id if staged is not None else run_id or new_run_id(job.spec.name)
+    try:
+        ledger.refuse_if_running(job.spec.name)
+        pool = RaySenderPool(plan, run_id, senders=senders)  # the senders boot meanwhile
+    except BaseException:
+        discard_unrecorded(ledger, run_id)
+        raise
     try:
         ids = prepared.ids
-        ledger.freeze_audience(run_id, ids)
-        plans = plan_batches(run_id, ids, job.spec.batch_size)
+        if staged is None:
+            ledger.freeze_audience(run_id, ids)
+            staged = StagedRun(run_id, plan_batches(run_id, ids, job.spec.batch_size))
+        plans = staged.batches
         try:
             ledger.create_run(
                 RunRecord(
@@ -178,10 +219,8 @@ def start_run(
                 plans,
             )
         except LedgerError:
-            # Not recorded (another run of the job got there first, or the ledger cannot be
-            # written): its frozen audience belongs to no run.
-            if ledger.find_run(run_id) is None:
-                shutil.rmtree(ledger.audience_path(run_id).parent, ignore_errors=True)
+            # Another run of the job got there first, or the ledger cannot be written.
+            discard_unrecorded(ledger, run_id)
             raise
         logger.info("run %s: %d contacts in %d batches", run_id, len(ids), len(plans))
         try:

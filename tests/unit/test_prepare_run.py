@@ -4,15 +4,17 @@ Ray starts; what goes wrong on either side is raised, the connection's error fir
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hookcast.actors.errors import JobError
+from hookcast.actors.errors import JobError, LedgerError
 from hookcast.cluster.job import load_job
-from hookcast.cluster.runs import prepare_while
+from hookcast.cluster.ledger import Ledger, RunRecord, RunStatus
+from hookcast.cluster.runs import prepare_while, start_run
 from hookcast.cluster.testbed.synth import write_audience
 
 
@@ -54,3 +56,73 @@ def test_duplicate_ids_raise_the_job_error_naming_the_source(write_job, tmp_path
 
     with pytest.raises(JobError, match=r"twice\.parquet has duplicate ids \(e\.g\. 2\)"):
         prepare_while(job, lambda: None)
+
+
+# -- staged: the audience written and the batches planned while Ray starts ----------------------
+
+
+def test_given_a_ledger_the_audience_is_written_and_planned_but_no_run_recorded(
+    write_job, audience: Path, tmp_path: Path
+) -> None:
+    job = load_job(write_job("http://127.0.0.1:9/hook", audience, batch_size=500))
+    ledger = Ledger(tmp_path / "state")
+    try:
+        prepared = prepare_while(job, lambda: None, ledger)
+
+        staged = prepared.staged
+        assert staged is not None and staged.run_id.startswith(f"{job.spec.name}-")
+        assert ledger.frozen_audience(staged.run_id).equals(prepared.ids)
+        assert [(b.seq, b.contacts) for b in staged.batches] == [(0, 500), (1, 500), (2, 500)]
+        assert staged.batches[1].first_id == prepared.ids[500].as_py()
+        assert ledger.find_run(staged.run_id) is None  # recorded by start_run, on its thread
+    finally:
+        ledger.close()
+
+
+def test_a_failed_connection_leaves_no_staged_audience(
+    write_job, audience: Path, tmp_path: Path
+) -> None:
+    job = load_job(write_job("http://127.0.0.1:9/hook", audience))
+    ledger = Ledger(tmp_path / "state")
+
+    def refuse() -> None:
+        raise ConnectionError("no Ray at ray://nowhere:10001")
+
+    try:
+        with pytest.raises(ConnectionError):
+            prepare_while(job, refuse, ledger)  # waits for the freeze, then removes its files
+        assert list((tmp_path / "state" / "runs").glob("*/audience.parquet")) == []
+    finally:
+        ledger.close()
+
+
+def test_a_staged_run_refused_because_its_job_runs_leaves_no_files(
+    write_job, audience: Path, tmp_path: Path
+) -> None:
+    job = load_job(write_job("http://127.0.0.1:9/hook", audience))
+    ledger = Ledger(tmp_path / "state")
+    try:
+        live = RunRecord(
+            run_id="live-1", job=job.spec.name, status=RunStatus.RUNNING, created_at=time.time()
+        )
+        ledger.create_run(live, [])
+        prepared = prepare_while(job, lambda: None, ledger)
+        assert ledger.audience_path(prepared.staged.run_id).exists()
+
+        with pytest.raises(LedgerError, match="already running: run live-1"):
+            start_run(prepared, ledger)  # refused before Ray is touched
+        assert not ledger.audience_path(prepared.staged.run_id).parent.exists()
+        assert ledger.find_run(prepared.staged.run_id) is None
+    finally:
+        ledger.close()
+
+
+def test_a_staged_run_keeps_its_own_run_id(write_job, audience: Path, tmp_path: Path) -> None:
+    job = load_job(write_job("http://127.0.0.1:9/hook", audience))
+    ledger = Ledger(tmp_path / "state")
+    try:
+        prepared = prepare_while(job, lambda: None, ledger)
+        with pytest.raises(ValueError, match="staged as"):
+            start_run(prepared, ledger, run_id="another-id")
+    finally:
+        ledger.close()
