@@ -231,7 +231,8 @@ class ProcessTree:
     """CPU and memory of a process and its descendants, sampled with psutil.
 
     Each sample records, per pid, its own user+system CPU seconds (never its children's, so
-    nothing counts twice), its kind and its RSS. A process that exits between two samples
+    nothing counts twice), its kind and its RSS (the largest of each kind's processes is
+    kept, to see which process grows with the audience). A process that exits between two samples
     loses what it used after its last one; ``cpu_s`` makes up for the root's waited-for
     descendants with the root's cumulative children's times (see ``finish``)."""
 
@@ -242,6 +243,7 @@ class ProcessTree:
         self.kind: dict[int, str] = {}
         self.peak_total = self.peak_single = 0
         self.largest = ""
+        self.peak_by_kind: dict[str, int] = {}  # the largest RSS of one process of that kind
         self.root_cumulative_s = 0.0
 
     def sample(self, procs: Iterable[psutil.Process] | None = None) -> None:
@@ -262,6 +264,7 @@ class ProcessTree:
                 total += rss
                 if rss > self.peak_single:
                     self.peak_single, self.largest = rss, kind
+                self.peak_by_kind[kind] = max(self.peak_by_kind.get(kind, 0), rss)
         self.peak_total = max(self.peak_total, total)
 
     def finish(self) -> None:
@@ -345,6 +348,7 @@ def run_sampled(cmd: list[str], receiver: Receiver, stderr_log: Path) -> dict[st
         "peak_total_rss_mb": tree.peak_total / MB,
         "peak_single_rss_mb": tree.peak_single / MB,
         "largest_process": tree.largest,
+        "peak_rss_by_kind_mb": {kind: rss / MB for kind, rss in tree.peak_by_kind.items()},
         "processes": len(tree.known),
         "receiver_cpu_s": receiver_cpu_s,
         "receiver_peak_rss_mb": peak_receiver / MB,
@@ -459,6 +463,10 @@ def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     summary["cpu_by_kind"] = {
         k: spread([r["cpu_by_kind"].get(k, 0.0) for r in runs]) for k in kinds
     }
+    kinds = sorted({kind for r in runs for kind in r["peak_rss_by_kind_mb"]})
+    summary["peak_rss_by_kind_mb"] = {
+        k: spread([r["peak_rss_by_kind_mb"].get(k, 0.0) for r in runs]) for k in kinds
+    }
     summary["verified"] = sum(r["verified"] for r in runs)
     return summary
 
@@ -531,6 +539,10 @@ def sweep_memory(args: argparse.Namespace, receivers: Receivers, log: Console) -
             "value": largest["peak_single_rss_mb"] / smallest["peak_single_rss_mb"]
         },
     }
+    for kind, small in smallest["peak_rss_by_kind_mb"].items():
+        large = largest["peak_rss_by_kind_mb"].get(kind)
+        if large is not None and small > 0:
+            found[f"peak RSS of {kind} {sizes[-1]:,} / {sizes[0]:,}"] = {"value": large / small}
     title = (
         f"hookcast memory sweep ({args.shape}), batch {args.batch_size}, "
         f"concurrency {args.concurrency}"
@@ -577,6 +589,13 @@ def print_size(report: dict[str, Any], console: Console) -> None:
                 for runs in report["runs"].values()
             )
             table.add_row("  largest process", *largest)
+            kinds = sorted({k for s in summary.values() for k in s["peak_rss_by_kind_mb"]})
+            for kind in kinds:
+                cells = (
+                    cell(s["peak_rss_by_kind_mb"].get(kind), "{:,.0f}", repeats)
+                    for s in summary.values()
+                )
+                table.add_row(f"  peak RSS MB: {kind}", *cells)
         if key == "cpu_s":
             kinds = sorted({k for s in summary.values() for k in s["cpu_by_kind"]})
             for kind in kinds:
