@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -14,6 +15,7 @@ import pytest
 from hookcast.actors.batch_stream import group_batches
 from hookcast.actors.errors import AudienceError
 from hookcast.actors.render import ELEMENT_COLUMN, SEND_TIME_PLACEHOLDER, PayloadConfig
+from hookcast.actors.segment import first_duplicate
 from hookcast.cluster.testbed.synth import write_audience, write_ids
 from tests.unit.conftest import SEGMENT_BATCH
 
@@ -337,6 +339,22 @@ def test_ids_file_without_id_column_is_rejected(segment, audience, tmp_path):
         segment(audience, ids_path=str(ids_path)).validate()
 
     assert f"audience.ids {ids_path} has no `id` column (columns: contact)" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("ids", "expected"),
+    [
+        ([], None),
+        ([7], None),
+        ([1, 2, 3], None),  # ascending: the one-pass path
+        ([3, 1, 2], None),
+        ([1, 2, 2, 3], 2),  # ascending but for a repeat: not "already unique"
+        ([9, 4, 9, 4], 4),  # the smallest repeated id
+        ([2**62, -5, 2**62], 2**62),
+    ],
+)
+def test_first_duplicate(ids, expected):
+    assert first_duplicate(np.array(ids, dtype=np.int64)) == expected
 
 
 def test_duplicate_ids_are_rejected_naming_one(segment, tmp_path):
