@@ -4,7 +4,7 @@ Checked at connect time on every address the host name resolves to, and the conn
 made to those checked addresses (the name is not resolved twice), so DNS tricks do not get
 around it. ``EgressPolicy.blocked`` is the rule; ``url_problem`` is what ``validate`` asks of
 a URL whose host is a literal address; ``guarded_transport`` / ``guarded_async_transport``
-are httpx transports that apply it.
+are httpx transports that apply it (``actors.aio_transport`` applies it over aiohttp).
 
 Always blocked unless listed in ``egress.allow``: unspecified, link-local, cloud metadata,
 multicast and broadcast addresses. ``HOOKCAST_EGRESS=public-only`` (an operator's policy for
@@ -196,7 +196,7 @@ def blocked_reason(exc: BaseException) -> str | None:
     return None if refusal is None else str(refusal)
 
 
-def _known(host: str, port: int, resolver: Resolver | None) -> list[str] | None:
+def known_addresses(host: str, port: int, resolver: Resolver | None) -> list[str] | None:
     """The addresses of ``host`` without a DNS lookup (a literal; the injected resolver)."""
     try:
         ipaddress.ip_address(host)
@@ -205,11 +205,14 @@ def _known(host: str, port: int, resolver: Resolver | None) -> list[str] | None:
         return None if resolver is None else list(resolver(host, port))
 
 
-def _addresses(infos: Iterable[tuple]) -> list[str]:
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))  # in order, once each
+def distinct_addresses(infos: Iterable[tuple]) -> list[str]:
+    """The addresses of a ``getaddrinfo`` answer, in order, once each."""
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-def _check(policy: EgressPolicy, host: str, addresses: Sequence[str]) -> None:
+def check_addresses(policy: EgressPolicy, host: str, addresses: Sequence[str]) -> None:
+    """Raise ``EgressBlockedError`` for the first of ``host``'s addresses ``policy`` refuses,
+    httpcore's ConnectError when it has none."""
     # Every address, not only the one connected to: a mixed answer is a DNS trick.
     if not addresses:
         raise httpcore.ConnectError(f"{host} resolves to no address")
@@ -233,13 +236,15 @@ class _Guard(httpcore.NetworkBackend):
         self, host: str, port: int, timeout: float | None = None, **options: Any
     ) -> httpcore.NetworkStream:
         deadline = None if timeout is None else time.monotonic() + timeout
-        addresses = _known(host, port, self._resolver)
+        addresses = known_addresses(host, port, self._resolver)
         if addresses is None:
             try:
-                addresses = _addresses(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+                addresses = distinct_addresses(
+                    socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                )
             except OSError as exc:
                 raise httpcore.ConnectError(str(exc)) from exc
-        _check(self._policy, host, addresses)
+        check_addresses(self._policy, host, addresses)
         last: Exception | None = None
         for address in addresses:  # the checked addresses: the name is not resolved again
             if last is not None and _left(deadline) == 0.0:
@@ -262,7 +267,7 @@ class _AsyncGuard(httpcore.AsyncNetworkBackend):
         self, host: str, port: int, timeout: float | None = None, **options: Any
     ) -> httpcore.AsyncNetworkStream:
         deadline = None if timeout is None else time.monotonic() + timeout
-        addresses = _known(host, port, self._resolver)
+        addresses = known_addresses(host, port, self._resolver)
         if addresses is None:
             try:
                 with anyio.fail_after(timeout):
@@ -271,8 +276,8 @@ class _AsyncGuard(httpcore.AsyncNetworkBackend):
                 raise httpcore.ConnectTimeout(f"resolving {host} timed out") from exc
             except OSError as exc:
                 raise httpcore.ConnectError(str(exc)) from exc
-            addresses = _addresses(infos)
-        _check(self._policy, host, addresses)
+            addresses = distinct_addresses(infos)
+        check_addresses(self._policy, host, addresses)
         last: Exception | None = None
         for address in addresses:
             if last is not None and _left(deadline) == 0.0:

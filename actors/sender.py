@@ -36,9 +36,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from isal import isal_zlib
 
+from hookcast.actors.aio_transport import guarded_aiohttp_transport
 from hookcast.actors.auth import AuthorizationConfig, Token, TokenError, parse_template
 from hookcast.actors.delivery import AttemptResult, Outcome, Part, classify, parse_retry_after
-from hookcast.actors.egress import EgressPolicy, blocked_reason, guarded_async_transport
+from hookcast.actors.egress import EgressPolicy, blocked_reason
 from hookcast.actors.errors import cause_of
 from hookcast.actors.parts import cut_to_fit, halves
 from hookcast.actors.redact import redact
@@ -140,7 +141,7 @@ class Sender:
                 max_connections=self.config.max_connections,
                 max_keepalive_connections=self.config.max_connections,
             )
-            transport = self._transport or guarded_async_transport(
+            transport = self._transport or guarded_aiohttp_transport(
                 EgressPolicy.for_node(self.config.egress),
                 verify=ssl_context(self.config.tls),
                 limits=limits,

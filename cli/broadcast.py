@@ -19,8 +19,9 @@ from hookcast.cli.options import (
     Outcome,
     SendersOpt,
     StateDirOpt,
-    connect,
     open_ledger,
+    prepared_run,
+    ray_beside,
     settings,
 )
 from hookcast.cli.running import (
@@ -130,15 +131,17 @@ def run(
 ) -> Outcome:
     """Run the broadcast now, in the foreground, with a progress bar."""
     from hookcast.cluster.job import load_job
-    from hookcast.cluster.runs import prepare_while, start_run
+    from hookcast.cluster.runs import start_run
 
     settings.error_lines = progress_lines
     loaded = load_job(job, auth_file=auth)
     ledger = open_ledger(state_dir)
-    # The job is validated and its audience frozen while Ray starts, before anything is
-    # sent; connecting comes before the handlers: ray.init installs its own.
-    prepared = prepare_while(loaded, lambda: connect(address), ledger)
-    with stop_on_signals() as signals:
+    # The job is validated and its audience frozen before anything is sent; a Ray started
+    # on this thread comes before the handlers (ray.init installs its own).
+    with (
+        prepared_run(loaded, ledger, address, senders) as (prepared, start_ray),
+        stop_on_signals() as signals,
+    ):
         summary = _broadcast(
             start_run,
             signals,
@@ -148,6 +151,7 @@ def run(
             job=prepared,
             ledger=ledger,
             senders=senders,
+            start_ray=start_ray,
         )
     return outcome_of(summary)
 
@@ -166,10 +170,17 @@ def resume(
     from hookcast.cluster.runs import resume_run
 
     ledger = _known_run(state_dir, run_id)
-    connect(address)  # before the handlers: ray.init installs its own
-    with stop_on_signals() as signals:
+    # Ray, if started here on this thread, before the handlers: ray.init installs its own.
+    with ray_beside(address, senders) as start_ray, stop_on_signals() as signals:
         summary = _broadcast(
-            resume_run, signals, run_id, json_out, ledger=ledger, run_id=run_id, senders=senders
+            resume_run,
+            signals,
+            run_id,
+            json_out,
+            ledger=ledger,
+            run_id=run_id,
+            senders=senders,
+            start_ray=start_ray,
         )
     return outcome_of(summary)
 
@@ -188,8 +199,7 @@ def replay(
     from hookcast.cluster.runs import replay_run
 
     ledger = _known_run(state_dir, run_id)
-    connect(address)  # before the handlers: ray.init installs its own
-    with stop_on_signals() as signals:
+    with ray_beside(address, senders) as start_ray, stop_on_signals() as signals:
         summary = _broadcast(
             replay_run,
             signals,
@@ -199,6 +209,7 @@ def replay(
             run_id=run_id,
             url=url,
             senders=senders,
+            start_ray=start_ray,
         )
     return outcome_of(summary)
 

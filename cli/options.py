@@ -5,14 +5,21 @@ The exit code of each outcome and each error class is decided in one table, in `
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from hookcast.cli import output
+
+if TYPE_CHECKING:
+    from hookcast.cluster.job import LoadedJob
+    from hookcast.cluster.ledger import Ledger
+    from hookcast.cluster.runs import PreparedRun
 
 
 class Outcome(enum.StrEnum):
@@ -64,7 +71,13 @@ AuthOpt = Annotated[
 ]
 SendersOpt = Annotated[
     int | None,
-    typer.Option("--senders", min=1, max=256, help="Sender actors. Default: one per CPU but one."),
+    typer.Option(
+        "--senders",
+        min=1,
+        max=256,
+        help="Ray sender actors. Default: on a cluster one per CPU but one; on the embedded "
+        "Ray none, the run renders and sends in this process.",
+    ),
 ]
 DEFAULT_STATE_DIR = Path("~/.hookcast")
 
@@ -84,3 +97,57 @@ def connect(address: str | None) -> None:
         where = connect_ray(address, verbose=settings.verbose, dashboard=settings.dashboard)
     if settings.dashboard:
         output.errors.print(where, soft_wrap=True)
+
+
+def needs_ray_first(address: str | None, senders: int | None) -> bool:
+    """A run on a cluster, with Ray senders or with Ray's dashboard needs Ray before its
+    first request; an embedded run delivers in this process and starts Ray only for its
+    metrics, once it is worth it (``cluster/background_ray.py``)."""
+    return bool(address) or senders is not None or settings.dashboard
+
+
+@contextlib.contextmanager
+def ray_beside(address: str | None, senders: int | None) -> Iterator[Callable[[], None] | None]:
+    """For the block's run: Ray connected now (with a spinner) when the run needs it first,
+    and None; else how to start the embedded Ray beside the run (``start_ray`` of
+    ``start_run``), which is shut down when the block ends."""
+    if needs_ray_first(address, senders):
+        connect(address)
+        yield None
+        return
+    aside = _aside()
+    try:
+        yield aside.start
+    finally:
+        _stop(aside)
+
+
+@contextlib.contextmanager
+def prepared_run(
+    job: LoadedJob, ledger: Ledger, address: str | None, senders: int | None
+) -> Iterator[tuple[PreparedRun, Callable[[], None] | None]]:
+    """``job`` checked and its audience frozen, for the block's run, with the ``start_ray``
+    of ``ray_beside``. When the run needs Ray first, it starts while the audience is frozen;
+    else bad input starts no Ray and the first request waits for none."""
+    from hookcast.cluster.runs import prepare_run, prepare_while
+
+    if needs_ray_first(address, senders):
+        yield prepare_while(job, lambda: connect(address), ledger), None
+        return
+    prepared = prepare_run(job, ledger)
+    aside = _aside()
+    try:
+        yield prepared, aside.start
+    finally:
+        _stop(aside)
+
+
+def _aside():
+    from hookcast.cluster.background_ray import embedded_ray
+
+    return embedded_ray(verbose=settings.verbose)
+
+
+def _stop(aside) -> None:
+    if (error := aside.stop()) is not None:
+        output.warning(f"Ray did not start, so this run's metrics were not exported: {error}")

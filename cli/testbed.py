@@ -21,6 +21,7 @@ from hookcast.cli.options import (
     StateDirOpt,
     connect,
     open_ledger,
+    prepared_run,
 )
 from hookcast.cli.running import outcome_of, run_with_progress, show_summary, stop_on_signals
 
@@ -154,7 +155,7 @@ def demo(
     """The quick start: a sample audience, a local receiver, a broadcast on embedded Ray."""
     from hookcast.actors.signing import new_secret
     from hookcast.cluster.job import load_job
-    from hookcast.cluster.runs import prepare_while, start_run
+    from hookcast.cluster.runs import start_run
     from hookcast.cluster.testbed.demo import SECRET_ENV, write_demo
     from hookcast.cluster.testbed.sink import OK, Sink
 
@@ -178,10 +179,16 @@ def demo(
         )
         loaded = load_job(job_path)
         ledger = open_ledger(state_dir)
-        prepared = prepare_while(loaded, lambda: connect(None), ledger)  # before the handlers
+        prepared, start_ray = stack.enter_context(prepared_run(loaded, ledger, None, None))
         with stop_on_signals() as signals:
             summary = run_with_progress(
-                start_run, signals.options(), "demo", False, job=prepared, ledger=ledger
+                start_run,
+                signals.options(),
+                "demo",
+                False,
+                job=prepared,
+                ledger=ledger,
+                start_ray=start_ray,
             )
         stats = receiver.recorder.snapshot()
     show_summary(summary)

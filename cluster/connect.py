@@ -32,9 +32,12 @@ def connect(
     metrics_port: int | None = None,
     verbose: bool = False,
     dashboard: bool = False,
+    prestart_workers: bool = True,
 ) -> str:
     """Join the Ray cluster at ``address``, or start an embedded one bound to 127.0.0.1
-    (with Ray's dashboard, on loopback too, when ``dashboard``).
+    (with Ray's dashboard, on loopback too, when ``dashboard``). ``prestart_workers=False``:
+    the embedded Ray starts no idle worker processes ahead (one per CPU, ~0.35 CPU-s each,
+    measured), for a run that delivers in this process and needs Ray only for its metrics.
 
     An embedded Ray never outlives this process by more than a few seconds, even when it is
     killed: a watchdog process ends it (``cluster/watchdog.py``). Without the dashboard it
@@ -80,6 +83,7 @@ def connect(
             include_dashboard=dashboard,
             dashboard_host="127.0.0.1",
             _metrics_export_port=metrics_port,
+            _system_config=None if prestart_workers else {"prestart_worker_first_driver": False},
             **quiet,
         )
     _watchdog = watchdog.start(watchdog.new_children(children_before))

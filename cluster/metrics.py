@@ -3,13 +3,19 @@
 The coordinator sees every attempt's result, so it records them all, in one process; the
 series are tagged by job and endpoint. Ray exports them on each node's metrics port with a
 ``ray_`` prefix (counters also get ``_total``), about ten seconds after they change.
+
+A run may start before its Ray has (``MetricsOnceConnected``): Ray drops what is recorded
+before ``ray.init`` returns (checked), so that much is kept here and handed over then.
 """
 
 from __future__ import annotations
 
-from ray.util.metrics import Counter, Gauge, Histogram
+import sys
+import time
+from collections.abc import Callable
 
 from hookcast.actors.delivery import SENT, AttemptResult
+from hookcast.cluster.background_ray import worth_starting
 
 _TAGS = ("job", "endpoint")
 _BREAKER_VALUE = {"closed": 0.0, "half-open": 0.5, "open": 1.0}
@@ -20,6 +26,8 @@ class RunMetrics:
     """Counters, gauges and histograms of one run."""
 
     def __init__(self, job: str, endpoint: str) -> None:
+        from ray.util.metrics import Counter, Gauge, Histogram
+
         tags = {"job": job, "endpoint": endpoint}
         self.requests = Counter(
             "hookcast_requests",
@@ -100,3 +108,79 @@ class RunMetrics:
     def set_guards(self, in_flight_limit: int, breaker: str) -> None:
         self.in_flight_limit.set(in_flight_limit)
         self.breaker_open.set(_BREAKER_VALUE.get(breaker, 0.0))
+
+
+def ray_connected() -> bool:
+    """Whether this process has a connected Ray (without importing Ray to find out)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and getattr(ray, "is_initialized", bool)()
+
+
+# Calls kept while Ray starts: a few seconds of a run (~1,000 requests a second at most here).
+_KEPT_CALLS = 100_000
+
+
+class MetricsOnceConnected:
+    """``RunMetrics`` for a run that may begin before its Ray: the calls made before Ray is
+    connected are kept (up to ``_KEPT_CALLS``) and replayed into Ray's metrics once it is,
+    so the counters start from the run's first request. A run that ends before its Ray is up
+    records nothing (Ray would export it only ten seconds later).
+
+    ``start_ray``: how to start an embedded run's Ray, called once the run is worth it
+    (``background_ray.worth_starting``, from the contacts delivered so far of
+    ``contacts``); None when Ray is started, or not wanted, elsewhere."""
+
+    def __init__(
+        self,
+        job: str,
+        endpoint: str,
+        *,
+        connected: Callable[[], bool] = ray_connected,
+        start_ray: Callable[[], None] | None = None,
+        contacts: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._job, self._endpoint, self._connected = job, endpoint, connected
+        self._live: RunMetrics | None = None
+        self._kept: list[tuple[str, tuple, dict]] = []
+        self._start_ray, self._contacts, self._clock = start_ray, contacts, clock
+        self._first_at: float | None = None  # the run's first answer (monotonic s)
+        self._delivered = 0
+
+    def _call(self, name: str, *args: object, **kwargs: object) -> None:
+        if self._live is None and self._connected():
+            self._live = RunMetrics(self._job, self._endpoint)
+            for kept_name, kept_args, kept_kwargs in self._kept:
+                getattr(self._live, kept_name)(*kept_args, **kept_kwargs)
+            self._kept = []
+        if self._live is not None:
+            getattr(self._live, name)(*args, **kwargs)
+        elif len(self._kept) < _KEPT_CALLS:
+            self._kept.append((name, args, kwargs))
+
+    def _maybe_start_ray(self, result: AttemptResult) -> None:
+        now = self._clock()
+        if self._first_at is None:
+            self._first_at = now
+        if result.outcome == "delivered":
+            self._delivered += result.contacts
+        if worth_starting(now - self._first_at, self._delivered, self._contacts):
+            start, self._start_ray = self._start_ray, None
+            start()
+
+    def attempt(self, result: AttemptResult, *, retry: bool) -> None:
+        if self._start_ray is not None and self._live is None:
+            self._maybe_start_ray(result)
+        self._call("attempt", result, retry=retry)
+
+    def dead_letter(self) -> None:
+        self._call("dead_letter")
+
+    def waited(self, seconds: float) -> None:
+        self._call("waited", seconds)
+
+    def set_queued(self, batches: int) -> None:
+        self._call("set_queued", batches)
+
+    def set_guards(self, in_flight_limit: int, breaker: str) -> None:
+        self._call("set_guards", in_flight_limit, breaker)

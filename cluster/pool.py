@@ -73,3 +73,17 @@ class SenderPool(Protocol):
     def collect(self, calls: Sequence[Call], timeout_s: float) -> list[tuple[Call, CallOutcome]]:
         """Wait up to ``timeout_s`` for one of ``calls`` (not empty) to finish; return every
         finished one with its outcome ([] when none finished in time)."""
+
+
+class RunPool(SenderPool, Protocol):
+    """A sender pool as a run owns it: given the frozen audience once, ready before the
+    clock starts, closed at the end."""
+
+    def use_audience(self, ids: object) -> None:
+        """The run's frozen ids (a pyarrow array), which the chunks are cut from."""
+
+    def wait_ready(self) -> None:
+        """Block until every sender can take a call."""
+
+    def close(self) -> None:
+        """Stop the senders and the segment."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import secrets as token_source
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +30,6 @@ from hookcast.actors.quota import DailyQuota, contacts_left, day_window, quota_n
 from hookcast.actors.redact import redact
 from hookcast.actors.segment import AudienceInfo, Segment
 from hookcast.cluster.compile import RunPlan, compile_job, insecure_warning
-from hookcast.cluster.connect import embedded
 from hookcast.cluster.coordinator import Coordinator, Progress, RunSummary
 from hookcast.cluster.job import LoadedJob, load_job_text
 from hookcast.cluster.ledger import (
@@ -40,9 +40,9 @@ from hookcast.cluster.ledger import (
     RunRecord,
     RunStatus,
 )
-from hookcast.cluster.live_registry import SharedEndpoints, cluster_registry
-from hookcast.cluster.metrics import RunMetrics
-from hookcast.cluster.sender_pool import RaySenderPool
+from hookcast.cluster.local_pool import LocalSenderPool
+from hookcast.cluster.metrics import MetricsOnceConnected
+from hookcast.cluster.pool import RunPool
 
 logger = logging.getLogger(__name__)
 
@@ -130,12 +130,14 @@ def prepare_run(job: LoadedJob, ledger: Ledger | None = None) -> PreparedRun:
         ids = segment.freeze()
     finally:
         segment.close()
-    staged = None
-    if ledger is not None:
-        run_id = new_run_id(job.spec.name)
-        ledger.freeze_audience(run_id, ids)
-        staged = StagedRun(run_id, plan_batches(run_id, ids, job.spec.batch_size))
+    staged = None if ledger is None else stage(ledger, new_run_id(job.spec.name), job, ids)
     return PreparedRun(job, plan, ids, staged)
+
+
+def stage(ledger: Ledger, run_id: str, job: LoadedJob, ids: pa.Array) -> StagedRun:
+    """Write the frozen ``ids`` for ``run_id`` and plan its batches; no ledger row."""
+    ledger.freeze_audience(run_id, ids)
+    return StagedRun(run_id, plan_batches(run_id, ids, job.spec.batch_size))
 
 
 def prepare_while(
@@ -143,15 +145,14 @@ def prepare_while(
 ) -> PreparedRun:
     """``prepare_run(job, ledger)`` on a thread while ``connect()`` starts Ray on this one
     (ray.init belongs on the main thread): the freeze reads the source and the audience is
-    written while Ray's processes boot, instead of after, so the first request does not
-    wait for them at any audience size. ``connect``'s error wins; else the job's."""
+    written while Ray's processes boot, instead of after (at 10M contacts both take ~2 s
+    here). ``connect``'s error wins, and removes what was staged; else the job's."""
     with ThreadPoolExecutor(1, thread_name_prefix="hookcast-prepare") as pool:
         prepared = pool.submit(prepare_run, job, ledger)
         try:
             connect()
         except BaseException:
-            staged = prepared.exception() is None and prepared.result().staged
-            if ledger is not None and staged:
+            if prepared.exception() is None and (staged := prepared.result().staged):
                 discard_unrecorded(ledger, staged.run_id)
             raise
         return prepared.result()
@@ -174,10 +175,15 @@ def start_run(
     on_progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
     stop_now: threading.Event | None = None,
+    start_ray: Callable[[], None] | None = None,
 ) -> RunSummary:
-    """Fire one run of ``job`` now (Ray must be connected). The job is compiled, its
+    """Fire one run of ``job`` now: through Ray's senders on a cluster or with ``senders``
+    (Ray must be connected), else in this process (``sender_pool``). The job is compiled, its
     audience validated and frozen here, once (``prepare_run``), unless it comes prepared:
     bad input raises a JobError before any request is sent.
+
+    ``start_ray``: how to start this process's embedded Ray for the run's metrics, once
+    the run lasts long enough for them (``cluster/background_ray.py``).
 
     ``stop``: send nothing new, let the requests in flight finish, end INTERRUPTED.
     ``stop_now``: end INTERRUPTED at once; the batches in flight stay SENDING, and resume
@@ -192,16 +198,13 @@ def start_run(
     run_id = staged.run_id if staged is not None else run_id or new_run_id(job.spec.name)
     try:
         ledger.refuse_if_running(job.spec.name)
-        pool = RaySenderPool(plan, run_id, senders=senders)  # the senders boot meanwhile
+        pool = sender_pool(plan, run_id, senders)  # Ray's senders boot meanwhile
     except BaseException:
         discard_unrecorded(ledger, run_id)
         raise
     try:
         ids = prepared.ids
-        if staged is None:
-            ledger.freeze_audience(run_id, ids)
-            staged = StagedRun(run_id, plan_batches(run_id, ids, job.spec.batch_size))
-        plans = staged.batches
+        plans = (staged or stage(ledger, run_id, job, ids)).batches
         try:
             ledger.create_run(
                 RunRecord(
@@ -237,6 +240,7 @@ def start_run(
                 on_progress=on_progress,
                 stop=stop,
                 stop_now=stop_now,
+                start_ray=start_ray,
             )
         finally:
             ledger.release(run_id)
@@ -261,6 +265,7 @@ def resume_run(
     on_progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
     stop_now: threading.Event | None = None,
+    start_ray: Callable[[], None] | None = None,
 ) -> RunSummary:
     """Send the batches of ``run_id`` that were never acknowledged, with their keys: those
     planned or in flight when it stopped, and those skipped after a 410 or left by the
@@ -276,6 +281,7 @@ def resume_run(
         on_progress=on_progress,
         stop=stop,
         stop_now=stop_now,
+        start_ray=start_ray,
     )
 
 
@@ -289,6 +295,7 @@ def replay_run(
     on_progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
     stop_now: threading.Event | None = None,
+    start_ray: Callable[[], None] | None = None,
 ) -> RunSummary:
     """Resend only the dead-lettered batches of ``run_id`` (optionally to another URL).
     The options are ``start_run``'s."""
@@ -303,6 +310,7 @@ def replay_run(
         on_progress=on_progress,
         stop=stop,
         stop_now=stop_now,
+        start_ray=start_ray,
     )
 
 
@@ -318,6 +326,7 @@ def _continue(
     on_progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
     stop_now: threading.Event | None = None,
+    start_ray: Callable[[], None] | None = None,
 ) -> RunSummary:
     run = ledger.get_run(run_id)
     if run.status == RunStatus.RUNNING:
@@ -333,7 +342,7 @@ def _continue(
     ids = ledger.frozen_audience(run.run_id)
     ledger.claim_run(run.run_id, verb)  # refused while another run of the job is sent
     try:
-        pool = RaySenderPool(plan, run.run_id, senders=senders)
+        pool = sender_pool(plan, run.run_id, senders)
         logger.info("%s %s: %d batches", verb, run.run_id, len(todo))
         try:
             pool.use_audience(ids)
@@ -352,6 +361,7 @@ def _continue(
                 on_progress=on_progress,
                 stop=stop,
                 stop_now=stop_now,
+                start_ray=start_ray,
             )
         finally:
             pool.close()
@@ -376,11 +386,35 @@ def _nothing_to(
     return message
 
 
+def on_ray_cluster() -> bool:
+    """True when this process is connected to a Ray cluster it did not start itself: a run
+    with ``--address``, a Ray job, a run the scheduler actor fires. Ray is not imported for
+    the answer (an embedded Ray may still be starting on another thread)."""
+    if "ray" not in sys.modules:
+        return False
+    import ray  # waits for another thread's import of it to finish
+
+    from hookcast.cluster.connect import embedded
+
+    return ray.is_initialized() and not embedded()
+
+
+def sender_pool(plan: RunPlan, run_id: str, senders: int | None = None) -> RunPool:
+    """Where a run's batches are rendered and sent: Ray actors on a cluster, or when
+    ``senders`` asks for them; else this process (``cluster/local_pool.py``), which on one
+    machine is the fastest and need not wait for Ray."""
+    if senders is None and not on_ray_cluster():
+        return LocalSenderPool(plan)
+    from hookcast.cluster.sender_pool import RaySenderPool
+
+    return RaySenderPool(plan, run_id, senders=senders)
+
+
 def _deliver(
     plan: RunPlan,
     ledger: Ledger,
     run_id: str,
-    pool: RaySenderPool,
+    pool: RunPool,
     keys: dict[int, str],
     sizes: dict[int, int],
     *,
@@ -391,6 +425,7 @@ def _deliver(
     on_progress: ProgressCallback | None,
     stop: threading.Event | None,
     stop_now: threading.Event | None,
+    start_ray: Callable[[], None] | None = None,
 ) -> RunSummary:
     """Send the batches in ``keys`` (seq -> key; ``sizes``: seq -> contacts) and record
     the end of the run. With a ``quota``, only what is left of it today is sent: when it is
@@ -425,13 +460,18 @@ def _deliver(
         on_progress=on_progress,
         stop=stop,
         stop_now=stop_now,
-        metrics=RunMetrics(run.job, run.endpoint or ""),
+        metrics=MetricsOnceConnected(
+            run.job,
+            run.endpoint or "",
+            start_ray=start_ray,
+            contacts=sum(sizes[seq] for seq in keys) if start_ray else 0,
+        ),
         attempts_before=attempts_before,
         sizes=sizes,
         parts=parts,
         contacts_budget=budget,  # 0: the day's quota is used up, nothing is sent
         endpoint=plan.endpoint,  # where the requests go: its runs share its limits
-        share=_shared_endpoints(ledger),
+        share=ledger if isinstance(pool, LocalSenderPool) else _shared_endpoints(ledger),
     )
     coordinator.open_stream()  # the segment renders while the senders boot
     pool.wait_ready()  # before the clock starts
@@ -468,9 +508,11 @@ def _deliver(
     return summarise(record, progress, duration)
 
 
-def _shared_endpoints(ledger: Ledger) -> SharedEndpoints:
+def _shared_endpoints(ledger: Ledger):
     """The ledger's live runs and, on a cluster (not the embedded Ray), the cluster's."""
-    return SharedEndpoints(ledger, None if embedded() else cluster_registry())
+    from hookcast.cluster.live_registry import SharedEndpoints, cluster_registry
+
+    return SharedEndpoints(ledger, cluster_registry() if on_ray_cluster() else None)
 
 
 def summarise(record: RunRecord, progress: Progress, duration_s: float) -> RunSummary:

@@ -48,6 +48,11 @@ class TokenService:
     async def stats(self) -> dict[str, int]:
         return {"fetches": self.fetches}
 
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
     def __repr__(self) -> str:
         return "hookcast/tokens"
 
@@ -66,17 +71,39 @@ class TokenClient:
         for auth in auths:
             token = self._tokens.get(auth.id)
             if token is None or not token.is_fresh(now):
-                self._tokens[auth.id] = await _unwrapped(
-                    self._service.get.remote(auth, keys[auth.id])
-                )
+                self._tokens[auth.id] = await self._get(auth, keys[auth.id])
         return dict(self._tokens)
 
     async def refused(self, auth: AuthorizationConfig, version: int) -> Token:
         """The webhook answered 401 to ``version``: the newer token (one fetch per version
         across all senders)."""
-        token = await _unwrapped(self._service.invalidate.remote(auth, version))
+        token = await self._invalidate(auth, version)
         self._tokens[auth.id] = token
         return token
+
+    async def _get(self, auth: AuthorizationConfig, keys: frozenset[str]) -> Token:
+        return await _unwrapped(self._service.get.remote(auth, keys))
+
+    async def _invalidate(self, auth: AuthorizationConfig, version: int) -> Token:
+        return await _unwrapped(self._service.invalidate.remote(auth, version))
+
+
+class InProcessTokenClient(TokenClient):
+    """The token service in the sender's own process and event loop: a run that delivers
+    in the process it was started in (``cluster/local_pool.py``) has one sender, so its
+    cache is as central as the cluster's actor."""
+
+    def __init__(self, service: TokenService | None = None) -> None:
+        super().__init__(service or TokenService())
+
+    async def _get(self, auth: AuthorizationConfig, keys: frozenset[str]) -> Token:
+        return await self._service.get(auth, keys)
+
+    async def _invalidate(self, auth: AuthorizationConfig, version: int) -> Token:
+        return await self._service.invalidate(auth, version)
+
+    async def close(self) -> None:
+        await self._service.close()
 
 
 async def _unwrapped(call):

@@ -61,68 +61,59 @@ def test_duplicate_ids_raise_the_job_error_naming_the_source(write_job, tmp_path
 # -- staged: the audience written and the batches planned while Ray starts ----------------------
 
 
+@pytest.fixture
+def ledger(tmp_path: Path):
+    ledger = Ledger(tmp_path / "state")
+    yield ledger
+    ledger.close()
+
+
 def test_given_a_ledger_the_audience_is_written_and_planned_but_no_run_recorded(
-    write_job, audience: Path, tmp_path: Path
+    write_job, audience: Path, ledger: Ledger
 ) -> None:
     job = load_job(write_job("http://127.0.0.1:9/hook", audience, batch_size=500))
-    ledger = Ledger(tmp_path / "state")
-    try:
-        prepared = prepare_while(job, lambda: None, ledger)
+    prepared = prepare_while(job, lambda: None, ledger)
 
-        staged = prepared.staged
-        assert staged is not None and staged.run_id.startswith(f"{job.spec.name}-")
-        assert ledger.frozen_audience(staged.run_id).equals(prepared.ids)
-        assert [(b.seq, b.contacts) for b in staged.batches] == [(0, 500), (1, 500), (2, 500)]
-        assert staged.batches[1].first_id == prepared.ids[500].as_py()
-        assert ledger.find_run(staged.run_id) is None  # recorded by start_run, on its thread
-    finally:
-        ledger.close()
+    staged = prepared.staged
+    assert staged is not None and staged.run_id.startswith(f"{job.spec.name}-")
+    assert ledger.frozen_audience(staged.run_id).equals(prepared.ids)
+    assert [(b.seq, b.contacts) for b in staged.batches] == [(0, 500), (1, 500), (2, 500)]
+    assert staged.batches[1].first_id == prepared.ids[500].as_py()
+    assert ledger.find_run(staged.run_id) is None  # recorded by start_run, on its thread
 
 
 def test_a_failed_connection_leaves_no_staged_audience(
-    write_job, audience: Path, tmp_path: Path
+    write_job, audience: Path, tmp_path: Path, ledger: Ledger
 ) -> None:
     job = load_job(write_job("http://127.0.0.1:9/hook", audience))
-    ledger = Ledger(tmp_path / "state")
 
     def refuse() -> None:
         raise ConnectionError("no Ray at ray://nowhere:10001")
 
-    try:
-        with pytest.raises(ConnectionError):
-            prepare_while(job, refuse, ledger)  # waits for the freeze, then removes its files
-        assert list((tmp_path / "state" / "runs").glob("*/audience.parquet")) == []
-    finally:
-        ledger.close()
+    with pytest.raises(ConnectionError):
+        prepare_while(job, refuse, ledger)  # waits for the freeze, then removes its files
+    assert list((tmp_path / "state" / "runs").glob("*/audience.parquet")) == []
 
 
 def test_a_staged_run_refused_because_its_job_runs_leaves_no_files(
-    write_job, audience: Path, tmp_path: Path
+    write_job, audience: Path, ledger: Ledger
 ) -> None:
     job = load_job(write_job("http://127.0.0.1:9/hook", audience))
-    ledger = Ledger(tmp_path / "state")
-    try:
-        live = RunRecord(
-            run_id="live-1", job=job.spec.name, status=RunStatus.RUNNING, created_at=time.time()
-        )
-        ledger.create_run(live, [])
-        prepared = prepare_while(job, lambda: None, ledger)
-        assert ledger.audience_path(prepared.staged.run_id).exists()
+    live = RunRecord(
+        run_id="live-1", job=job.spec.name, status=RunStatus.RUNNING, created_at=time.time()
+    )
+    ledger.create_run(live, [])
+    prepared = prepare_while(job, lambda: None, ledger)
+    assert ledger.audience_path(prepared.staged.run_id).exists()
 
-        with pytest.raises(LedgerError, match="already running: run live-1"):
-            start_run(prepared, ledger)  # refused before Ray is touched
-        assert not ledger.audience_path(prepared.staged.run_id).parent.exists()
-        assert ledger.find_run(prepared.staged.run_id) is None
-    finally:
-        ledger.close()
+    with pytest.raises(LedgerError, match="already running: run live-1"):
+        start_run(prepared, ledger)  # refused before Ray is touched
+    assert not ledger.audience_path(prepared.staged.run_id).parent.exists()
+    assert ledger.find_run(prepared.staged.run_id) is None
 
 
-def test_a_staged_run_keeps_its_own_run_id(write_job, audience: Path, tmp_path: Path) -> None:
+def test_a_staged_run_keeps_its_own_run_id(write_job, audience: Path, ledger: Ledger) -> None:
     job = load_job(write_job("http://127.0.0.1:9/hook", audience))
-    ledger = Ledger(tmp_path / "state")
-    try:
-        prepared = prepare_while(job, lambda: None, ledger)
-        with pytest.raises(ValueError, match="staged as"):
-            start_run(prepared, ledger, run_id="another-id")
-    finally:
-        ledger.close()
+    prepared = prepare_while(job, lambda: None, ledger)
+    with pytest.raises(ValueError, match="staged as"):
+        start_run(prepared, ledger, run_id="another-id")
