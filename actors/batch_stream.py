@@ -171,45 +171,35 @@ class Buckets:
 _BATCH_SCHEMA = pa.schema([("id", pa.int64()), (ELEMENT_COLUMN, pa.string())])
 
 
-def group_batches(chunks: Iterable[pa.RecordBatch], wanted: Sequence[int]) -> Iterator[pa.Table]:
-    """Regroup a ``seq``-ordered stream of chunks into one table per wanted seq, in order.
-
-    Every chunk row's seq must be in ``wanted`` (sorted); a seq with no rows yields an empty
-    table."""
-    remaining = iter(wanted)
-    current = next(remaining, None)
-    pending: list[pa.RecordBatch] = []
-    for chunk in chunks:
-        seqs = chunk.column("seq")
-        n = len(seqs)
-        if n == 0:
-            continue
-        changes = pc.indices_nonzero(pc.not_equal(seqs.slice(1), seqs.slice(0, n - 1)))
-        cuts = [0, *(i + 1 for i in changes.to_pylist()), n]
-        rows = chunk.select(["id", ELEMENT_COLUMN])
-        for start, end in itertools.pairwise(cuts):
-            seq = seqs[start].as_py()
-            while current is not None and current < seq:
-                yield pa.Table.from_batches(pending, _BATCH_SCHEMA)
-                pending, current = [], next(remaining, None)
-            pending.append(rows.slice(start, end - start))
-    while current is not None:
-        yield pa.Table.from_batches(pending, _BATCH_SCHEMA)
-        pending, current = [], next(remaining, None)
-
-
-def pack_chunks(
-    batches: Iterable[pa.Table], wanted: Sequence[int], per_chunk: int
+def in_chunks(
+    batches: Iterable[pa.RecordBatch], wanted: Sequence[int], per_chunk: int
 ) -> Iterator[pa.Table]:
-    """Concatenate ``per_chunk`` consecutive batches (with their ``seq``) into one table:
-    fewer, larger objects through Ray, whose per-object cost dwarfs a batch's own."""
-    group: list[pa.Table] = []
-    for seq, batch in zip(wanted, batches, strict=True):
-        seq_column = pa.array(np.full(batch.num_rows, seq, dtype=np.int64))
-        group.append(batch.add_column(0, "seq", seq_column))
-        if len(group) == per_chunk:
-            # Zero-copy: Ray's serializer sends only the sliced part of each buffer.
-            yield pa.concat_tables(group)
-            group = []
-    if group:
-        yield pa.concat_tables(group)
+    """A ``seq``-ordered stream of rows as one table per ``per_chunk`` consecutive wanted
+    seqs (sorted), with their ``seq``: always ``ceil(len(wanted) / per_chunk)`` tables, one
+    without rows where none of its batches has any (their contacts all left the source).
+
+    Rows are cut where a chunk ends, never copied: a table is its pieces (fewer, larger
+    objects through Ray, whose per-object cost dwarfs a batch's own)."""
+    positions = np.asarray(wanted, dtype=np.int64)
+    dense = len(positions) == 0 or positions[-1] - positions[0] + 1 == len(positions)
+    chunks = -(-len(positions) // per_chunk)
+    current, pending = 0, []
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        seqs = batch.column("seq").to_numpy()
+        rank = seqs - positions[0] if dense else np.searchsorted(positions, seqs)
+        chunk = rank // per_chunk
+        cuts = np.flatnonzero(chunk[1:] != chunk[:-1]) + 1
+        for start, end in itertools.pairwise([0, *cuts.tolist(), len(chunk)]):
+            number = int(chunk[start])
+            while current < number:
+                yield pa.Table.from_batches(pending, _CHUNK_SCHEMA)
+                current, pending = current + 1, []
+            pending.append(batch.slice(start, end - start))
+    while current < chunks:
+        yield pa.Table.from_batches(pending, _CHUNK_SCHEMA)
+        current, pending = current + 1, []
+
+
+_CHUNK_SCHEMA = pa.schema([("seq", pa.int64()), ("id", pa.int64()), (ELEMENT_COLUMN, pa.string())])

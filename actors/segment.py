@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from hookcast.actors.batch_stream import group_batches, in_batch_order, pack_chunks
+from hookcast.actors.batch_stream import in_batch_order, in_chunks
 from hookcast.actors.errors import AudienceError
 from hookcast.actors.render import (
     ELEMENT_COLUMN,
@@ -390,7 +390,7 @@ class Segment:
             (self._temp_dir, self.config.bucket_rows),
             start=cut[0] if cut else 0,
         )
-        yield from pack_chunks(group_batches(ordered, wanted), wanted, chunk_batches)
+        yield from in_chunks(ordered, wanted, chunk_batches)
 
     def open_stream(self, frozen: pa.Array, seqs: Sequence[int], chunk_batches: int) -> None:
         """Start ``stream`` for callers that pull its chunks one call at a time (``next_chunk``)

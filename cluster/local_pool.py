@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import queue
 import threading
 from collections.abc import Generator, Sequence
@@ -129,9 +130,15 @@ class LocalSenderPool:
     process; a call whose chunk failed to render reports ``ChunkFailed``."""
 
     size = 1
+    # A call here costs microseconds, not Ray's milliseconds: each batch goes on its own, so
+    # every answer frees a place in flight at once (8 a call waited for the slowest of 8;
+    # measured on 1M contacts: sending 1.00x -> 1.04x the DuckDB route's rate).
+    batches_per_call = 1
 
     def __init__(self, plan: RunPlan) -> None:
-        self.segment = Segment(plan.segment)
+        # One DuckDB thread: the render keeps ahead of the requests with one (~400k contacts
+        # a second here) and costs ~15% less CPU than with two, which the sender needs.
+        self.segment = Segment(dataclasses.replace(plan.segment, threads=1))
         self._frozen: pa.Array | None = None
         self._streams: list[LocalChunks] = []
         self._loop = _EventLoopThread()

@@ -30,7 +30,7 @@ from hookcast.actors.quota import DailyQuota, contacts_left, day_window, quota_n
 from hookcast.actors.redact import redact
 from hookcast.actors.segment import AudienceInfo, Segment
 from hookcast.cluster.compile import RunPlan, compile_job, insecure_warning
-from hookcast.cluster.coordinator import Coordinator, Progress, RunSummary
+from hookcast.cluster.coordinator import Coordinator, DeliverySettings, Progress, RunSummary
 from hookcast.cluster.job import LoadedJob, load_job_text
 from hookcast.cluster.ledger import (
     RESUMABLE,
@@ -455,7 +455,7 @@ def _deliver(
         pool=pool,
         seqs=list(keys),
         keys=keys,
-        settings=plan.delivery,
+        settings=_settings_for(plan, pool),
         progress=progress,
         on_progress=on_progress,
         stop=stop,
@@ -506,6 +506,12 @@ def _deliver(
     )
     logger.info("run %s %s in %.1f s", run_id, status, duration)
     return summarise(record, progress, duration)
+
+
+def _settings_for(plan: RunPlan, pool: RunPool) -> DeliverySettings:
+    """The job's delivery settings, with the pool's batches per call when it has its own."""
+    per_call = getattr(pool, "batches_per_call", None)
+    return plan.delivery if per_call is None else replace(plan.delivery, chunk_batches=per_call)
 
 
 def _shared_endpoints(ledger: Ledger):

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from hookcast.actors.batch_stream import group_batches
+from hookcast.actors.batch_stream import in_chunks
 from hookcast.actors.errors import AudienceError
 from hookcast.actors.render import ELEMENT_COLUMN, SEND_TIME_PLACEHOLDER, PayloadConfig
 from hookcast.actors.segment import first_duplicate
@@ -379,7 +379,7 @@ def test_null_ids_are_rejected_with_their_count(segment, tmp_path):
     assert f"audience.source {path} has 2 contacts with a null `id`" in str(caught.value)
 
 
-# -- group_batches -------------------------------------------------------------------------------
+# -- in_chunks -----------------------------------------------------------------------------------
 
 
 def _chunk(seqs: list[int], ids: list[int]) -> pa.RecordBatch:
@@ -393,35 +393,45 @@ def _chunk(seqs: list[int], ids: list[int]) -> pa.RecordBatch:
     )
 
 
-def test_group_batches_joins_a_seq_split_across_chunks():
+def test_in_chunks_joins_a_seq_split_across_record_batches():
     chunks = [_chunk([0, 0, 1], [1, 2, 3]), _chunk([1], [4]), _chunk([1, 2], [5, 6])]
 
-    tables = list(group_batches(chunks, [0, 1, 2]))
+    tables = list(in_chunks(chunks, [0, 1, 2], 1))
 
     assert [_ids(t) for t in tables] == [[1, 2], [3, 4, 5], [6]]
     assert tables[1].column(ELEMENT_COLUMN).to_pylist() == ["t3", "t4", "t5"]
-    assert all(t.schema.names == ["id", ELEMENT_COLUMN] for t in tables)
+    assert all(t.schema.names == ["seq", "id", ELEMENT_COLUMN] for t in tables)
 
 
-def test_group_batches_yields_empty_tables_for_missing_seqs():
+def test_in_chunks_cuts_where_a_chunk_of_batches_ends():
+    chunks = [_chunk([0, 1, 1, 2], [1, 2, 3, 4]), _chunk([3, 4], [5, 6])]
+
+    tables = list(in_chunks(chunks, [0, 1, 2, 3, 4], 2))
+
+    assert [_ids(t) for t in tables] == [[1, 2, 3], [4, 5], [6]]
+    assert tables[1].column("seq").to_pylist() == [2, 3]
+
+
+def test_in_chunks_yields_empty_tables_for_chunks_without_rows():
     chunks = [_chunk([3, 3], [30, 31]), _chunk([7], [70])]
 
-    tables = list(group_batches(chunks, [1, 3, 5, 7, 9]))
+    tables = list(in_chunks(chunks, [1, 3, 5, 7, 9], 1))
 
     assert [_ids(t) for t in tables] == [[], [30, 31], [], [70], []]
     assert all(t.schema.field("id").type == pa.int64() for t in tables)
+    assert [_ids(t) for t in in_chunks(iter(chunks), [1, 3, 5, 7, 9], 2)] == [[30, 31], [70], []]
 
 
-def test_group_batches_without_chunks_yields_one_empty_table_per_seq():
-    tables = list(group_batches(iter(()), [0, 4]))
+def test_in_chunks_without_rows_yields_one_empty_table_per_chunk():
+    tables = list(in_chunks(iter(()), [0, 4], 1))
 
     assert [t.num_rows for t in tables] == [0, 0]
 
 
-def test_group_batches_skips_an_empty_chunk():
+def test_in_chunks_skips_an_empty_record_batch():
     chunks = [_chunk([0], [1]), _chunk([], []), _chunk([2], [3])]
 
-    tables = list(group_batches(chunks, [0, 1, 2]))
+    tables = list(in_chunks(chunks, [0, 1, 2], 1))
 
     assert [_ids(t) for t in tables] == [[1], [], [3]]
 
