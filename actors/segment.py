@@ -332,10 +332,13 @@ class Segment:
 
     # -- freezing --------------------------------------------------------------------------
 
-    def freeze(self) -> pa.Array:
+    def freeze(self, *, check_unique: bool = True) -> pa.Array:
         """The audience now: its contact ids (int64, unique) in the order a scan of the
         source reads them, which is the order ``stream`` meets them in while the source
-        stays as it is: one pass renders and sends, with no sort in between."""
+        stays as it is: one pass renders and sends, with no sort in between.
+
+        ``check_unique=False`` leaves the duplicate check to the caller (``check_unique``),
+        which may do other work meanwhile: at 10M ids it takes ~0.7 s."""
         sql = f"SELECT s.id::BIGINT AS id FROM {self._source} s{self._segment_filter()}"
         try:
             ids = self._con.sql(sql).to_arrow_table().column("id").combine_chunks()
@@ -346,12 +349,17 @@ class Segment:
                 f"audience.source {self.config.source} has {ids.null_count} contacts with a "
                 "null `id`: every contact needs a unique integer id."
             )
+        if check_unique:
+            self.check_unique(ids)
+        return ids
+
+    def check_unique(self, ids: pa.Array) -> None:
+        """Raise AudienceError naming the source and one repeated id if ``ids`` has any."""
         if (example := first_duplicate(ids.to_numpy())) is not None:
             raise AudienceError(
                 f"audience.source {self.config.source} has duplicate ids (e.g. {example}): "
                 "ids must be unique, or a contact would be sent twice."
             )
-        return ids
 
     def _segment_filter(self, *extra: str) -> str:
         """The WHERE clause of the segment (and ``extra`` conditions): the same in the freeze

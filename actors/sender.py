@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from isal import isal_zlib
 
-from hookcast.actors.aio_transport import guarded_aiohttp_transport
+from hookcast.actors.aio_transport import AiohttpTransport, PostAnswer, guarded_aiohttp_transport
 from hookcast.actors.auth import AuthorizationConfig, Token, TokenError, parse_template
 from hookcast.actors.delivery import AttemptResult, Outcome, Part, classify, parse_retry_after
 from hookcast.actors.egress import EgressPolicy, blocked_reason
@@ -122,6 +122,7 @@ class Sender:
         self._wall = wall
         self._sleep = sleep
         self._client: httpx.AsyncClient | None = None
+        self._direct: AiohttpTransport | None = None  # our own transport, posted to directly
         self._headers = [(n, parse_template(v, f"webhook.headers.{n}")) for n, v in config.headers]
         self._query = [(n, parse_template(v, f"webhook.query.{n}")) for n, v in config.query]
         needed: dict[str, set[str]] = {}
@@ -152,7 +153,28 @@ class Sender:
                 follow_redirects=False,
                 transport=transport,
             )
+            if isinstance(transport, AiohttpTransport):
+                self._direct = transport
         return self._client
+
+    async def _exchange(self, request: PreparedRequest, wire: bytes) -> PostAnswer:
+        """POST ``wire``; the answer's status, headers and first ``response_cap_bytes``.
+        Through our own aiohttp transport it goes straight to it, with the headers the
+        client would add (~0.2 ms of CPU less a request); a given transport (a test's) gets
+        it through the client."""
+        client = self._http()
+        cap = self.config.response_cap_bytes
+        if self._direct is not None:
+            given = {name.lower() for name, _ in request.headers}
+            headers = [(n, v) for n, v in client.headers.items() if n not in given]
+            headers.extend(request.headers)
+            timeout = client.timeout.as_dict()
+            return await self._direct.post(request.url, headers, wire, timeout, cap)
+        async with client.stream(
+            request.method, request.url, content=wire, headers=dict(request.headers)
+        ) as response:
+            head = await _read_capped(response, cap)
+            return PostAnswer(response.status_code, response.headers, head)
 
     async def _current_tokens(self) -> dict[str, Token]:
         if not self._auths:
@@ -305,16 +327,11 @@ class Sender:
         error: str | None = None
         timed_out = False
         try:
-            async with self._http().stream(
-                request.method, request.url, content=wire, headers=dict(request.headers)
-            ) as response:
-                status = response.status_code
-                head = await _read_capped(response, self.config.response_cap_bytes)
-                if not 200 <= status < 300:
-                    excerpt = head[:RESPONSE_EXCERPT_BYTES].decode("utf-8", "replace")
-                    retry_after = parse_retry_after(
-                        response.headers.get("retry-after"), self._wall()
-                    )
+            answer = await self._exchange(request, wire)
+            status = answer.status
+            if not 200 <= status < 300:
+                excerpt = answer.head[:RESPONSE_EXCERPT_BYTES].decode("utf-8", "replace")
+                retry_after = parse_retry_after(answer.headers.get("retry-after"), self._wall())
         except httpx.HTTPError as exc:
             error = _transport_error(exc, request.url)
             timed_out = isinstance(exc, httpx.TimeoutException)
@@ -345,7 +362,7 @@ class Sender:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
-            self._client = None
+            self._client = self._direct = None
 
 
 def _parts(ranges: list[tuple[int, int]], ids: pa.ChunkedArray, base: int) -> tuple[Part, ...]:

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -125,12 +125,25 @@ def prepare_run(job: LoadedJob, ledger: Ledger | None = None) -> PreparedRun:
     files, no SQLite, so this may run on another thread than the ledger's."""
     plan = compile_job(job)
     segment = Segment(plan.segment)
+    staged = None
     try:
         segment.validate()
-        ids = segment.freeze()
+        ids = segment.freeze(check_unique=False)
+        # The duplicate check (a sort) runs while the audience is written and planned.
+        with ThreadPoolExecutor(1, thread_name_prefix="hookcast-unique") as checking:
+            unique = checking.submit(segment.check_unique, ids)
+            try:
+                if ledger is not None:
+                    staged = stage(ledger, new_run_id(job.spec.name), job, ids)
+            finally:
+                wait([unique])
+        unique.result()
+    except BaseException:
+        if staged is not None:
+            discard_unrecorded(ledger, staged.run_id)
+        raise
     finally:
         segment.close()
-    staged = None if ledger is None else stage(ledger, new_run_id(job.spec.name), job, ids)
     return PreparedRun(job, plan, ids, staged)
 
 

@@ -136,17 +136,23 @@ def test_calls_before_ray_is_up_are_replayed_in_order_once_it_is(recorded) -> No
     assert live.calls == [("attempt", 500, False), ("set_queued", 3), ("attempt", 200, True)]
 
 
-def test_ray_is_started_once_the_run_is_worth_it(recorded) -> None:
-    now = [100.0]
-    started: list[float] = []
-    kept = MetricsOnceConnected(
+def _starting(contacts: int, now: list[float], started: list[float]) -> MetricsOnceConnected:
+    """Metrics of a run of ``contacts`` on the clock ``now[0]`` whose Ray, never up, is
+    started at the times ``started`` records."""
+    return MetricsOnceConnected(
         "job",
         "http://x/",
         connected=lambda: False,
         start_ray=lambda: started.append(now[0]),
-        contacts=10_000_000,
+        contacts=contacts,
         clock=lambda: now[0],
     )
+
+
+def test_ray_is_started_once_the_run_is_worth_it(recorded) -> None:
+    now = [100.0]
+    started: list[float] = []
+    kept = _starting(10_000_000, now, started)
     kept.attempt(_delivered(500), retry=False)  # the first answer: the clock starts
     now[0] += SENDING_BEFORE_S
     kept.attempt(_delivered(500), retry=False)  # 1,000 in 1 s: hours to go
@@ -158,14 +164,7 @@ def test_ray_is_started_once_the_run_is_worth_it(recorded) -> None:
 def test_a_run_that_ends_soon_starts_no_ray(recorded) -> None:
     now = [0.0]
     started: list[float] = []
-    kept = MetricsOnceConnected(
-        "job",
-        "http://x/",
-        connected=lambda: False,
-        start_ray=lambda: started.append(now[0]),
-        contacts=5000,
-        clock=lambda: now[0],
-    )
+    kept = _starting(5000, now, started)
     for _ in range(10):
         kept.attempt(_delivered(500), retry=False)
         now[0] += 0.2

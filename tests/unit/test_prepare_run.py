@@ -14,7 +14,7 @@ import pytest
 from hookcast.actors.errors import JobError, LedgerError
 from hookcast.cluster.job import load_job
 from hookcast.cluster.ledger import Ledger, RunRecord, RunStatus
-from hookcast.cluster.runs import prepare_while, start_run
+from hookcast.cluster.runs import prepare_run, prepare_while, start_run
 from hookcast.cluster.testbed.synth import write_audience
 
 
@@ -92,6 +92,17 @@ def test_a_failed_connection_leaves_no_staged_audience(
 
     with pytest.raises(ConnectionError):
         prepare_while(job, refuse, ledger)  # waits for the freeze, then removes its files
+    assert list((tmp_path / "state" / "runs").glob("*/audience.parquet")) == []
+
+
+def test_duplicate_ids_leave_no_staged_audience(write_job, tmp_path: Path, ledger: Ledger) -> None:
+    """The duplicate check runs while the audience is written: a failed one removes it."""
+    source = tmp_path / "twice.parquet"
+    pq.write_table(pa.table({"id": [5, 1, 5], "name": ["a", "b", "c"]}), source)
+    job = load_job(write_job("http://127.0.0.1:9/hook", source, payload={"contact": True}))
+
+    with pytest.raises(JobError, match=r"duplicate ids \(e\.g\. 5\)"):
+        prepare_run(job, ledger)
     assert list((tmp_path / "state" / "runs").glob("*/audience.parquet")) == []
 
 
