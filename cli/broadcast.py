@@ -19,9 +19,10 @@ from hookcast.cli.options import (
     Outcome,
     SendersOpt,
     StateDirOpt,
+    connect_if_first,
     open_ledger,
     prepared_run,
-    ray_beside,
+    ray_first,
     settings,
 )
 from hookcast.cli.running import (
@@ -137,11 +138,9 @@ def run(
     loaded = load_job(job, auth_file=auth)
     ledger = open_ledger(state_dir)
     # The job is validated and its audience frozen before anything is sent; a Ray started
-    # on this thread comes before the handlers (ray.init installs its own).
-    with (
-        prepared_run(loaded, ledger, address, senders) as (prepared, start_ray),
-        stop_on_signals() as signals,
-    ):
+    # here comes before the handlers (ray.init installs its own).
+    prepared = prepared_run(loaded, ledger, address, senders)
+    with stop_on_signals() as signals:
         summary = _broadcast(
             start_run,
             signals,
@@ -151,7 +150,7 @@ def run(
             job=prepared,
             ledger=ledger,
             senders=senders,
-            start_ray=start_ray,
+            ray_aside=not ray_first(address, senders),
         )
     return outcome_of(summary)
 
@@ -170,8 +169,8 @@ def resume(
     from hookcast.cluster.runs import resume_run
 
     ledger = _known_run(state_dir, run_id)
-    # Ray, if started here on this thread, before the handlers: ray.init installs its own.
-    with ray_beside(address, senders) as start_ray, stop_on_signals() as signals:
+    ray_aside = connect_if_first(address, senders)  # before the handlers: ray.init has its own
+    with stop_on_signals() as signals:
         summary = _broadcast(
             resume_run,
             signals,
@@ -180,7 +179,7 @@ def resume(
             ledger=ledger,
             run_id=run_id,
             senders=senders,
-            start_ray=start_ray,
+            ray_aside=ray_aside,
         )
     return outcome_of(summary)
 
@@ -199,7 +198,8 @@ def replay(
     from hookcast.cluster.runs import replay_run
 
     ledger = _known_run(state_dir, run_id)
-    with ray_beside(address, senders) as start_ray, stop_on_signals() as signals:
+    ray_aside = connect_if_first(address, senders)  # before the handlers: ray.init has its own
+    with stop_on_signals() as signals:
         summary = _broadcast(
             replay_run,
             signals,
@@ -209,7 +209,7 @@ def replay(
             run_id=run_id,
             url=url,
             senders=senders,
-            start_ray=start_ray,
+            ray_aside=ray_aside,
         )
     return outcome_of(summary)
 

@@ -5,9 +5,7 @@ The exit code of each outcome and each error class is decided in one table, in `
 
 from __future__ import annotations
 
-import contextlib
 import enum
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -99,55 +97,29 @@ def connect(address: str | None) -> None:
         output.errors.print(where, soft_wrap=True)
 
 
-def needs_ray_first(address: str | None, senders: int | None) -> bool:
+def ray_first(address: str | None, senders: int | None) -> bool:
     """A run on a cluster, with Ray senders or with Ray's dashboard needs Ray before its
-    first request; an embedded run delivers in this process and starts Ray only for its
-    metrics, once it is worth it (``cluster/background_ray.py``)."""
+    first request; an embedded run sends from this process and, when it lasts, records its
+    metrics in an embedded Ray of their own (``cluster/metrics_relay.py``)."""
     return bool(address) or senders is not None or settings.dashboard
 
 
-@contextlib.contextmanager
-def ray_beside(address: str | None, senders: int | None) -> Iterator[Callable[[], None] | None]:
-    """For the block's run: Ray connected now (with a spinner) when the run needs it first,
-    and None; else how to start the embedded Ray beside the run (``start_ray`` of
-    ``start_run``), which is shut down when the block ends."""
-    if needs_ray_first(address, senders):
+def connect_if_first(address: str | None, senders: int | None) -> bool:
+    """Connect now (with a spinner) when the run needs Ray first; True when it does not,
+    and its metrics go to a Ray of their own (``ray_aside``)."""
+    if ray_first(address, senders):
         connect(address)
-        yield None
-        return
-    aside = _aside()
-    try:
-        yield aside.start
-    finally:
-        _stop(aside)
+        return False
+    return True
 
 
-@contextlib.contextmanager
 def prepared_run(
     job: LoadedJob, ledger: Ledger, address: str | None, senders: int | None
-) -> Iterator[tuple[PreparedRun, Callable[[], None] | None]]:
-    """``job`` checked and its audience frozen, for the block's run, with the ``start_ray``
-    of ``ray_beside``. When the run needs Ray first, it starts while the audience is frozen;
-    else bad input starts no Ray and the first request waits for none."""
+) -> PreparedRun:
+    """``job`` checked and its audience frozen; when the run needs Ray first, while it starts
+    (bad input otherwise starts no Ray at all)."""
     from hookcast.cluster.runs import prepare_run, prepare_while
 
-    if needs_ray_first(address, senders):
-        yield prepare_while(job, lambda: connect(address), ledger), None
-        return
-    prepared = prepare_run(job, ledger)
-    aside = _aside()
-    try:
-        yield prepared, aside.start
-    finally:
-        _stop(aside)
-
-
-def _aside():
-    from hookcast.cluster.background_ray import embedded_ray
-
-    return embedded_ray(verbose=settings.verbose)
-
-
-def _stop(aside) -> None:
-    if (error := aside.stop()) is not None:
-        output.warning(f"Ray did not start, so this run's metrics were not exported: {error}")
+    if ray_first(address, senders):
+        return prepare_while(job, lambda: connect(address), ledger)
+    return prepare_run(job, ledger)

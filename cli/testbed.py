@@ -179,7 +179,7 @@ def demo(
         )
         loaded = load_job(job_path)
         ledger = open_ledger(state_dir)
-        prepared, start_ray = stack.enter_context(prepared_run(loaded, ledger, None, None))
+        prepared = prepared_run(loaded, ledger, None, None)
         with stop_on_signals() as signals:
             summary = run_with_progress(
                 start_run,
@@ -188,7 +188,7 @@ def demo(
                 False,
                 job=prepared,
                 ledger=ledger,
-                start_ray=start_ray,
+                ray_aside=True,
             )
         stats = receiver.recorder.snapshot()
     show_summary(summary)

@@ -49,7 +49,8 @@ from hookcast.cluster.pool import (
 )
 
 if TYPE_CHECKING:
-    from hookcast.cluster.metrics import MetricsOnceConnected, RunMetrics
+    from hookcast.cluster.metrics import RunMetrics
+    from hookcast.cluster.metrics_relay import RelayedMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ class Coordinator:
         stop: threading.Event | None = None,
         stop_now: threading.Event | None = None,
         clock: Clock = Clock(),
-        metrics: RunMetrics | MetricsOnceConnected | None = None,
+        metrics: RunMetrics | RelayedMetrics | None = None,
         attempts_before: dict[int, int] | None = None,
         rng: random.Random | None = None,
         sizes: dict[int, int] | None = None,

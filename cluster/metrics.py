@@ -4,18 +4,18 @@ The coordinator sees every attempt's result, so it records them all, in one proc
 series are tagged by job and endpoint. Ray exports them on each node's metrics port with a
 ``ray_`` prefix (counters also get ``_total``), about ten seconds after they change.
 
-A run may start before its Ray has (``MetricsOnceConnected``): Ray drops what is recorded
-before ``ray.init`` returns (checked), so that much is kept here and handed over then.
+``RunMetrics`` records in this process's Ray; ``MetricDeltas`` adds a run's numbers up
+between two hand-overs to a Ray elsewhere (``cluster/metrics_relay.py``, for a run that
+sends from a process without Ray).
 """
 
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Callable
+from collections import Counter as Tally
+from dataclasses import asdict, dataclass, field
 
 from hookcast.actors.delivery import SENT, AttemptResult
-from hookcast.cluster.background_ray import worth_starting
 
 _TAGS = ("job", "endpoint")
 _BREAKER_VALUE = {"closed": 0.0, "half-open": 0.5, "open": 1.0}
@@ -109,78 +109,74 @@ class RunMetrics:
         self.in_flight_limit.set(in_flight_limit)
         self.breaker_open.set(_BREAKER_VALUE.get(breaker, 0.0))
 
+    def record(self, deltas: MetricDeltas) -> None:
+        """Add what ``deltas`` counted since the last hand-over; set the gauges it saw."""
+        for outcome, n in deltas.requests.items():
+            self.requests.inc(n, {"outcome": outcome})
+        if deltas.retries:
+            self.retries.inc(deltas.retries)
+        for latency_s in deltas.latencies_s:
+            self.latency.observe(latency_s)
+        if deltas.contacts:
+            self.contacts.inc(deltas.contacts)
+        if deltas.dead_letters:
+            self.dead_letters.inc(deltas.dead_letters)
+        self.waited(deltas.rate_wait_s)
+        if deltas.queued is not None:
+            self.set_queued(deltas.queued)
+        if deltas.in_flight_limit is not None and deltas.breaker is not None:
+            self.set_guards(deltas.in_flight_limit, deltas.breaker)
+
+
+@dataclass(slots=True)
+class MetricDeltas:
+    """A run's numbers since the last ``take``, kept as ``RunMetrics`` would record them:
+    counts to add, the latencies seen and the gauges' last values. Plain data (JSON)."""
+
+    requests: dict[str, int] = field(default_factory=Tally)
+    contacts: int = 0
+    retries: int = 0
+    dead_letters: int = 0
+    rate_wait_s: float = 0.0
+    latencies_s: list[float] = field(default_factory=list)
+    queued: int | None = None
+    in_flight_limit: int | None = None
+    breaker: str | None = None
+
+    def attempt(self, result: AttemptResult, *, retry: bool) -> None:
+        if result.outcome not in SENT:  # handed back unsent (late, no token, too large)
+            return
+        self.requests[str(result.outcome)] += 1
+        self.retries += retry
+        if result.status is not None:
+            self.latencies_s.append(result.latency_s)
+        if result.outcome == "delivered":
+            self.contacts += result.contacts
+
+    def dead_letter(self) -> None:
+        self.dead_letters += 1
+
+    def waited(self, seconds: float) -> None:
+        self.rate_wait_s += max(0.0, seconds)
+
+    def set_queued(self, batches: int) -> None:
+        self.queued = batches
+
+    def set_guards(self, in_flight_limit: int, breaker: str) -> None:
+        self.in_flight_limit, self.breaker = in_flight_limit, breaker
+
+    def take(self) -> dict:
+        """What was counted, as plain data; counting starts again from zero (the gauges
+        keep their values)."""
+        taken = asdict(self)
+        taken["requests"] = dict(self.requests)
+        self.requests, self.latencies_s = Tally(), []
+        self.contacts = self.retries = self.dead_letters = 0
+        self.rate_wait_s = 0.0
+        return taken
+
 
 def ray_connected() -> bool:
     """Whether this process has a connected Ray (without importing Ray to find out)."""
     ray = sys.modules.get("ray")
     return ray is not None and getattr(ray, "is_initialized", bool)()
-
-
-# Calls kept while Ray starts: a few seconds of a run (~1,000 requests a second at most here).
-_KEPT_CALLS = 100_000
-
-
-class MetricsOnceConnected:
-    """``RunMetrics`` for a run that may begin before its Ray: the calls made before Ray is
-    connected are kept (up to ``_KEPT_CALLS``) and replayed into Ray's metrics once it is,
-    so the counters start from the run's first request. A run that ends before its Ray is up
-    records nothing (Ray would export it only ten seconds later).
-
-    ``start_ray``: how to start an embedded run's Ray, called once the run is worth it
-    (``background_ray.worth_starting``, from the contacts delivered so far of
-    ``contacts``); None when Ray is started, or not wanted, elsewhere."""
-
-    def __init__(
-        self,
-        job: str,
-        endpoint: str,
-        *,
-        connected: Callable[[], bool] = ray_connected,
-        start_ray: Callable[[], None] | None = None,
-        contacts: int = 0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._job, self._endpoint, self._connected = job, endpoint, connected
-        self._live: RunMetrics | None = None
-        self._kept: list[tuple[str, tuple, dict]] = []
-        self._start_ray, self._contacts, self._clock = start_ray, contacts, clock
-        self._first_at: float | None = None  # the run's first answer (monotonic s)
-        self._delivered = 0
-
-    def _call(self, name: str, *args: object, **kwargs: object) -> None:
-        if self._live is None and self._connected():
-            self._live = RunMetrics(self._job, self._endpoint)
-            for kept_name, kept_args, kept_kwargs in self._kept:
-                getattr(self._live, kept_name)(*kept_args, **kept_kwargs)
-            self._kept = []
-        if self._live is not None:
-            getattr(self._live, name)(*args, **kwargs)
-        elif len(self._kept) < _KEPT_CALLS:
-            self._kept.append((name, args, kwargs))
-
-    def _maybe_start_ray(self, result: AttemptResult) -> None:
-        now = self._clock()
-        if self._first_at is None:
-            self._first_at = now
-        if result.outcome == "delivered":
-            self._delivered += result.contacts
-        if worth_starting(now - self._first_at, self._delivered, self._contacts):
-            start, self._start_ray = self._start_ray, None
-            start()
-
-    def attempt(self, result: AttemptResult, *, retry: bool) -> None:
-        if self._start_ray is not None and self._live is None:
-            self._maybe_start_ray(result)
-        self._call("attempt", result, retry=retry)
-
-    def dead_letter(self) -> None:
-        self._call("dead_letter")
-
-    def waited(self, seconds: float) -> None:
-        self._call("waited", seconds)
-
-    def set_queued(self, batches: int) -> None:
-        self._call("set_queued", batches)
-
-    def set_guards(self, in_flight_limit: int, breaker: str) -> None:
-        self._call("set_guards", in_flight_limit, breaker)

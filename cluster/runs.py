@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -41,8 +42,12 @@ from hookcast.cluster.ledger import (
     RunStatus,
 )
 from hookcast.cluster.local_pool import LocalSenderPool
-from hookcast.cluster.metrics import MetricsOnceConnected
+from hookcast.cluster.metrics import ray_connected
+from hookcast.cluster.metrics_relay import RelayedMetrics
 from hookcast.cluster.pool import RunPool
+
+if TYPE_CHECKING:
+    from hookcast.cluster.metrics import RunMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -188,15 +193,16 @@ def start_run(
     on_progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
     stop_now: threading.Event | None = None,
-    start_ray: Callable[[], None] | None = None,
+    ray_aside: bool = False,
 ) -> RunSummary:
     """Fire one run of ``job`` now: through Ray's senders on a cluster or with ``senders``
     (Ray must be connected), else in this process (``sender_pool``). The job is compiled, its
     audience validated and frozen here, once (``prepare_run``), unless it comes prepared:
     bad input raises a JobError before any request is sent.
 
-    ``start_ray``: how to start this process's embedded Ray for the run's metrics, once
-    the run lasts long enough for them (``cluster/background_ray.py``).
+    ``ray_aside``: a run in this process without Ray records its metrics in an embedded Ray
+    of their own, started once the run lasts long enough for them
+    (``cluster/metrics_relay.py``); the CLI and the Python API ask for it.
 
     ``stop``: send nothing new, let the requests in flight finish, end INTERRUPTED.
     ``stop_now``: end INTERRUPTED at once; the batches in flight stay SENDING, and resume
@@ -253,7 +259,7 @@ def start_run(
                 on_progress=on_progress,
                 stop=stop,
                 stop_now=stop_now,
-                start_ray=start_ray,
+                ray_aside=ray_aside,
             )
         finally:
             ledger.release(run_id)
@@ -278,7 +284,7 @@ def resume_run(
     on_progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
     stop_now: threading.Event | None = None,
-    start_ray: Callable[[], None] | None = None,
+    ray_aside: bool = False,
 ) -> RunSummary:
     """Send the batches of ``run_id`` that were never acknowledged, with their keys: those
     planned or in flight when it stopped, and those skipped after a 410 or left by the
@@ -294,7 +300,7 @@ def resume_run(
         on_progress=on_progress,
         stop=stop,
         stop_now=stop_now,
-        start_ray=start_ray,
+        ray_aside=ray_aside,
     )
 
 
@@ -308,7 +314,7 @@ def replay_run(
     on_progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
     stop_now: threading.Event | None = None,
-    start_ray: Callable[[], None] | None = None,
+    ray_aside: bool = False,
 ) -> RunSummary:
     """Resend only the dead-lettered batches of ``run_id`` (optionally to another URL).
     The options are ``start_run``'s."""
@@ -323,7 +329,7 @@ def replay_run(
         on_progress=on_progress,
         stop=stop,
         stop_now=stop_now,
-        start_ray=start_ray,
+        ray_aside=ray_aside,
     )
 
 
@@ -339,7 +345,7 @@ def _continue(
     on_progress: ProgressCallback | None = None,
     stop: threading.Event | None = None,
     stop_now: threading.Event | None = None,
-    start_ray: Callable[[], None] | None = None,
+    ray_aside: bool = False,
 ) -> RunSummary:
     run = ledger.get_run(run_id)
     if run.status == RunStatus.RUNNING:
@@ -374,7 +380,7 @@ def _continue(
                 on_progress=on_progress,
                 stop=stop,
                 stop_now=stop_now,
-                start_ray=start_ray,
+                ray_aside=ray_aside,
             )
         finally:
             pool.close()
@@ -438,7 +444,7 @@ def _deliver(
     on_progress: ProgressCallback | None,
     stop: threading.Event | None,
     stop_now: threading.Event | None,
-    start_ray: Callable[[], None] | None = None,
+    ray_aside: bool = False,
 ) -> RunSummary:
     """Send the batches in ``keys`` (seq -> key; ``sizes``: seq -> contacts) and record
     the end of the run. With a ``quota``, only what is left of it today is sent: when it is
@@ -462,6 +468,7 @@ def _deliver(
     if (warning := insecure_warning(plan)) is not None:
         logger.warning("run %s: %s", run_id, warning)
     note = None
+    metrics = _metrics_for(run, sizes, ray_aside=ray_aside)
     coordinator = Coordinator(
         run_id=run_id,
         ledger=ledger,
@@ -473,12 +480,7 @@ def _deliver(
         on_progress=on_progress,
         stop=stop,
         stop_now=stop_now,
-        metrics=MetricsOnceConnected(
-            run.job,
-            run.endpoint or "",
-            start_ray=start_ray,
-            contacts=sum(sizes[seq] for seq in keys) if start_ray else 0,
-        ),
+        metrics=metrics,
         attempts_before=attempts_before,
         sizes=sizes,
         parts=parts,
@@ -493,6 +495,9 @@ def _deliver(
         status = coordinator.run()
     except RunAbortedError as exc:
         status, note = RunStatus.INTERRUPTED, redact(exc.reason, plan.secrets)
+    finally:
+        if isinstance(metrics, RelayedMetrics):
+            metrics.close()
     if coordinator.gone:
         note = coordinator.gone
     if status == RunStatus.ABORTED and coordinator.canary_failed:
@@ -519,6 +524,21 @@ def _deliver(
     )
     logger.info("run %s %s in %.1f s", run_id, status, duration)
     return summarise(record, progress, duration)
+
+
+def _metrics_for(
+    run: RunRecord, sizes: dict[int, int], *, ray_aside: bool
+) -> RunMetrics | RelayedMetrics | None:
+    """Ray's metrics here when this process has Ray; else, if asked for, an embedded Ray
+    of their own once the run is worth it; else none."""
+    endpoint = run.endpoint or ""
+    if ray_connected():
+        from hookcast.cluster.metrics import RunMetrics
+
+        return RunMetrics(run.job, endpoint)
+    if ray_aside:
+        return RelayedMetrics(run.job, endpoint, contacts=sum(sizes.values()))
+    return None
 
 
 def _settings_for(plan: RunPlan, pool: RunPool) -> DeliverySettings:

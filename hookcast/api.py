@@ -132,8 +132,8 @@ def run(
     """Send ``job`` now and wait for the end; the summary says how it ended."""
     from hookcast.cluster.runs import start_run
 
-    with _ledger(state_dir) as ledger, _ray(address, senders) as start_ray:
-        return start_run(job, ledger, senders=senders, on_progress=on_progress, start_ray=start_ray)
+    with _ledger(state_dir) as ledger, _ray(address, senders) as ray_aside:
+        return start_run(job, ledger, senders=senders, on_progress=on_progress, ray_aside=ray_aside)
 
 
 def resume(
@@ -148,8 +148,8 @@ def resume(
 
     with _ledger(state_dir) as ledger:
         ledger.get_run(run_id)  # an unknown run: RunNotFoundError before Ray starts
-        with _ray(address) as start_ray:
-            return resume_run(ledger, run_id, on_progress=on_progress, start_ray=start_ray)
+        with _ray(address) as ray_aside:
+            return resume_run(ledger, run_id, on_progress=on_progress, ray_aside=ray_aside)
 
 
 def replay(
@@ -165,8 +165,8 @@ def replay(
 
     with _ledger(state_dir) as ledger:
         ledger.get_run(run_id)
-        with _ray(address) as start_ray:
-            return replay_run(ledger, run_id, url=url, on_progress=on_progress, start_ray=start_ray)
+        with _ray(address) as ray_aside:
+            return replay_run(ledger, run_id, url=url, on_progress=on_progress, ray_aside=ray_aside)
 
 
 @contextlib.contextmanager
@@ -181,30 +181,24 @@ def _ledger(state_dir: str | Path) -> Iterator:
 
 
 @contextlib.contextmanager
-def _ray(address: str | None, senders: int | None = None) -> Iterator[Callable[[], None] | None]:
-    """Ray for one call, yielding the run's ``start_ray``: a cluster (``address``), or the
+def _ray(address: str | None, senders: int | None = None) -> Iterator[bool]:
+    """Ray for one call, yielding the run's ``ray_aside``: a cluster (``address``), or the
     embedded Ray when Ray senders are asked for, is joined (or started) here and left after;
-    else the run delivers in this process and starts its embedded Ray beside itself when it
-    is worth it, shut down after. A Ray the caller connected is theirs to end."""
+    else the run sends from this process and, when it lasts, records its metrics in an
+    embedded Ray of their own. A Ray the caller connected is theirs to end."""
     from hookcast.cluster.metrics import ray_connected
 
     if ray_connected():
-        yield None
+        yield False
         return
     if address is None and senders is None:
-        from hookcast.cluster.background_ray import embedded_ray
-
-        aside = embedded_ray()
-        try:
-            yield aside.start
-        finally:
-            aside.stop()
+        yield True
         return
     from hookcast.cluster.connect import connect, disconnect
 
     connect(address)
     try:
-        yield None
+        yield False
     finally:
         disconnect()
 

@@ -27,6 +27,7 @@ SLOW_MODULES = frozenset(
         "tests/integration/test_delivery.py",
         "tests/integration/test_auth.py",
         "tests/integration/test_embedded.py",
+        "tests/integration/test_metrics_relay.py",  # an embedded Ray of its own
         "tests/integration/test_body_limits.py",  # nginx in front of the receiver
         "tests/integration/test_prometheus.py",  # a real Prometheus scraping a run
         "tests/cli/test_signals.py",
