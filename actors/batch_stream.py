@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from hookcast.actors.frozen import FrozenIds
 from hookcast.actors.render import ELEMENT_COLUMN
 
 
@@ -33,7 +34,7 @@ def _with_seq(chunk: pa.RecordBatch, seq: np.ndarray) -> pa.RecordBatch:
 
 def in_batch_order(
     chunks: Iterable[pa.RecordBatch],
-    frozen: np.ndarray,
+    frozen: FrozenIds,
     wanted: Sequence[int],
     batch_size: int,
     spill: tuple[str, int],
@@ -44,8 +45,9 @@ def in_batch_order(
 
     Fast path: each chunk whose ids are the frozen list from the cursor on (from ``start``,
     where a scan cut to the wanted range begins) is in order already and passes straight
-    on. From the first chunk that is not, the rest goes through buckets; rows before the
-    cursor were passed on, so they are never sent twice."""
+    on; the frozen ids are read as the cursor moves. From the first chunk that is not, the
+    rest goes through buckets; rows before the cursor were passed on, so they are never sent
+    twice."""
     wanted_seq = np.zeros(-(-len(frozen) // batch_size), dtype=bool)
     wanted_seq[list(wanted)] = True
     cursor = start
@@ -53,9 +55,10 @@ def in_batch_order(
     for chunk in chunks:
         ids = chunk.column("id").to_numpy(zero_copy_only=False)
         end = cursor + len(ids)
-        if end > len(frozen) or not np.array_equal(ids, frozen[cursor:end]):
+        if end > len(frozen) or not np.array_equal(ids, frozen.read(cursor, end)):
             rest = itertools.chain([chunk], chunks)
-            yield from _via_buckets(rest, frozen, cursor, wanted_seq, batch_size, spill)
+            left = frozen.read(cursor, len(frozen))  # the slow path holds what is left
+            yield from _via_buckets(rest, left, cursor, wanted_seq, batch_size, spill)
             return
         seq = np.arange(cursor, end) // batch_size
         keep = wanted_seq[seq]
@@ -68,18 +71,20 @@ def in_batch_order(
 
 def _via_buckets(
     chunks: Iterable[pa.RecordBatch],
-    frozen: np.ndarray,
+    left: np.ndarray,
     start: int,
     wanted_seq: np.ndarray,
     batch_size: int,
     spill: tuple[str, int],
 ) -> Iterator[pa.RecordBatch]:
-    """The slow path: every wanted position from ``start`` on, through spill files."""
-    positions = np.arange(start, len(frozen))
-    positions = positions[wanted_seq[positions // batch_size]]
+    """The slow path: every wanted position from ``start`` on (``left``: the frozen ids
+    from there), through spill files."""
+    positions = np.arange(start, start + len(left))
+    keep = wanted_seq[positions // batch_size]
+    positions = positions[keep]
     if positions.size == 0:
         return
-    wanted_ids = frozen[positions]
+    wanted_ids = left[keep]
     temp_dir, bucket_rows = spill
     with Buckets(temp_dir, wanted_ids, bucket_rows) as buckets:
         for chunk in chunks:

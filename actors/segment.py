@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from hookcast.actors.batch_stream import in_batch_order, in_chunks
 from hookcast.actors.errors import AudienceError
+from hookcast.actors.frozen import FrozenIds
 from hookcast.actors.render import (
     ELEMENT_COLUMN,
     DuckType,
@@ -374,7 +375,10 @@ class Segment:
     # -- streaming -------------------------------------------------------------------------
 
     def stream(
-        self, frozen: pa.Array, seqs: Sequence[int] | None = None, chunk_batches: int = 1
+        self,
+        frozen: FrozenIds | pa.Array,
+        seqs: Sequence[int] | None = None,
+        chunk_batches: int = 1,
     ) -> Iterator[pa.Table]:
         """The wanted batches (all by default) in batch order, ``chunk_batches`` at a time.
 
@@ -382,17 +386,19 @@ class Segment:
         ``chunk_batches`` wanted seqs; a batch whose contacts have all left the source simply
         has no rows. One streaming scan renders the candidates; ``in_batch_order`` passes
         them on in frozen order, through spill files only where the source has changed
-        since the freeze, so memory stays flat whatever the audience size."""
+        since the freeze, so memory stays flat whatever the audience size (a frozen list in
+        its file is read a row group at a time)."""
+        if not isinstance(frozen, FrozenIds):
+            frozen = FrozenIds.in_memory(frozen)
         size = self.config.batch_size
         total = -(-len(frozen) // size)
         wanted = list(range(total)) if seqs is None else sorted(s for s in set(seqs) if s < total)
         if not wanted:
             return
-        ids = frozen.to_numpy(zero_copy_only=False)
-        cut = self._wanted_range(ids, wanted)
+        cut = self._wanted_range(frozen, wanted)
         ordered = in_batch_order(
             self._candidates(cut and cut[1:]),
-            ids,
+            frozen,
             wanted,
             size,
             (self._temp_dir, self.config.bucket_rows),
@@ -400,7 +406,9 @@ class Segment:
         )
         yield from in_chunks(ordered, wanted, chunk_batches)
 
-    def open_stream(self, frozen: pa.Array, seqs: Sequence[int], chunk_batches: int) -> None:
+    def open_stream(
+        self, frozen: FrozenIds | pa.Array, seqs: Sequence[int], chunk_batches: int
+    ) -> None:
         """Start ``stream`` for callers that pull its chunks one call at a time (``next_chunk``)
         instead of through a streaming generator, which Ray Client cannot carry."""
         self._pulled = self.stream(frozen, seqs, chunk_batches)
@@ -409,15 +417,15 @@ class Segment:
         """The next chunk of the stream opened by ``open_stream``."""
         return next(self._pulled)
 
-    def _wanted_range(self, frozen: np.ndarray, wanted: list[int]) -> tuple[int, int, int] | None:
+    def _wanted_range(self, frozen: FrozenIds, wanted: list[int]) -> tuple[int, int, int] | None:
         """(first position, lowest id, highest id) of the wanted batches when the frozen ids
         ascend (a source sorted by id): a scan cut to that id range reads from that position
         on, and parquet skips the row groups outside it. None otherwise."""
-        if len(frozen) < 2 or not bool(np.all(frozen[1:] > frozen[:-1])):
+        if len(frozen) < 2 or not frozen.ascending():
             return None
         size = self.config.batch_size
         first, last = wanted[0] * size, min((wanted[-1] + 1) * size, len(frozen)) - 1
-        return first, int(frozen[first]), int(frozen[last])
+        return first, frozen.at(first), frozen.at(last)
 
     def _candidates(self, id_range: tuple[int, int] | None) -> Iterator[pa.RecordBatch]:
         """Rendered rows that may belong to the wanted batches, in source order."""

@@ -258,6 +258,8 @@ class ProcessTree:
                 rss = proc.memory_info().rss
                 times = proc.cpu_times()
                 kind = process_kind(proc, self.root.pid)
+                if " " not in kind and proc.pid in self.kind:
+                    kind = self.kind[proc.pid]  # an exiting helper no longer shows its module
                 self.known.setdefault(proc.pid, proc)
                 self.cpu[proc.pid] = times.user + times.system
                 self.kind[proc.pid] = kind
@@ -530,24 +532,33 @@ def sweep_memory(args: argparse.Namespace, receivers: Receivers, log: Console) -
         log_path = args.out / f"hookcast-{size}-{args.shape}-sweep.log"
         runs[f"{size:,}"] = [measure_route("hookcast", args, source, size, receivers, log_path)]
     smallest, largest = runs[f"{sizes[0]:,}"][0], runs[f"{sizes[-1]:,}"][0]
-    growth = largest["peak_total_rss_mb"] / smallest["peak_total_rss_mb"]
+    span = f"{sizes[-1]:,} / {sizes[0]:,}"
     found = {
-        f"peak total RSS {sizes[-1]:,} / {sizes[0]:,} (target <= {SWEEP_TARGET})": {
-            "value": growth
+        f"peak total RSS {span}": {
+            "value": largest["peak_total_rss_mb"] / smallest["peak_total_rss_mb"]
         },
-        f"peak single-process RSS {sizes[-1]:,} / {sizes[0]:,}": {
+        f"peak single-process RSS {span}": {
             "value": largest["peak_single_rss_mb"] / smallest["peak_single_rss_mb"]
         },
     }
+    # The target is per process (#11): the processes of the smallest run, each as large at the
+    # largest size. A longer run may start processes a short one does not (an embedded Ray
+    # for its metrics, in a process of its own): those are listed, at their size.
+    growths = []
     for kind, small in smallest["peak_rss_by_kind_mb"].items():
         large = largest["peak_rss_by_kind_mb"].get(kind)
         if large is not None and small > 0:
-            found[f"peak RSS of {kind} {sizes[-1]:,} / {sizes[0]:,}"] = {"value": large / small}
+            growths.append(large / small)
+            label = f"peak RSS of {kind} {span} (target <= {SWEEP_TARGET})"
+            found[label] = {"value": large / small}
+    for kind, large in largest["peak_rss_by_kind_mb"].items():
+        if kind not in smallest["peak_rss_by_kind_mb"]:
+            found[f"peak RSS MB of {kind}, only at {sizes[-1]:,}"] = {"value": large}
     title = (
         f"hookcast memory sweep ({args.shape}), batch {args.batch_size}, "
         f"concurrency {args.concurrency}"
     )
-    ok = all(r[0]["verified"] for r in runs.values()) and growth <= SWEEP_TARGET
+    ok = all(r[0]["verified"] for r in runs.values()) and max(growths) <= SWEEP_TARGET
     summary = {size: summarise(size_runs) for size, size_runs in runs.items()}
     return {"title": title, "runs": runs, "summary": summary, "ratios": found, "ok": ok}
 

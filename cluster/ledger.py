@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hookcast.actors.errors import LedgerError, LedgerUnavailableError, RunNotFoundError
+from hookcast.actors.frozen import ROW_GROUP, FrozenIds
 from hookcast.cluster.ledger_sqlite import AddedColumn, Transaction, open_database, translated
 
 SCHEMA = """
@@ -686,6 +687,7 @@ class Ledger:
             pq.write_table(
                 pa.table({"id": ids}),
                 path,
+                row_group_size=ROW_GROUP,  # what a run reads back at a time (FrozenIds)
                 use_dictionary=False,
                 compression="none",
                 column_encoding={"id": "DELTA_BINARY_PACKED"},
@@ -699,10 +701,14 @@ class Ledger:
         return path
 
     def frozen_audience(self, run_id: str) -> pa.Array:
+        return self.frozen_ids(run_id).to_array()
+
+    def frozen_ids(self, run_id: str) -> FrozenIds:
+        """The run's frozen audience in its file, read a row group at a time."""
         path = self.audience_path(run_id)
         if not path.exists():
             raise LedgerError(
                 f"run {run_id} has no frozen audience at {path}: it cannot be resumed or "
                 "replayed (was the state dir moved or cleaned?)."
             )
-        return pq.read_table(path).column("id").combine_chunks()
+        return FrozenIds.in_file(path)

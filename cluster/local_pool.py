@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from hookcast.actors.auth.service import InProcessTokenClient
 from hookcast.actors.errors import last_line
+from hookcast.actors.frozen import FrozenIds
 from hookcast.actors.segment import Segment
 from hookcast.actors.sender import BatchOrder, Sender
 from hookcast.cluster.compile import RunPlan
@@ -139,14 +140,14 @@ class LocalSenderPool:
         # One DuckDB thread: the render keeps ahead of the requests with one (~400k contacts
         # a second here) and costs ~15% less CPU than with two, which the sender needs.
         self.segment = Segment(dataclasses.replace(plan.segment, threads=1))
-        self._frozen: pa.Array | None = None
+        self._frozen: FrozenIds | None = None
         self._streams: list[LocalChunks] = []
         self._loop = _EventLoopThread()
         self._tokens = InProcessTokenClient() if plan.sender.authorizations else None
         self.sender = Sender(plan.sender, self._tokens)
 
-    def use_audience(self, ids: pa.Array) -> None:
-        self._frozen = ids
+    def use_audience(self, frozen: FrozenIds) -> None:
+        self._frozen = frozen
 
     def wait_ready(self) -> None:
         """Nothing to wait for: the sender is this process."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hookcast.actors.delivery import AttemptResult
+from hookcast.actors.frozen import FrozenIds
 from hookcast.actors.sender import BatchOrder
 
 Chunk = object  # the pool's handle on one of the segment's chunks (opaque to the coordinator)
@@ -79,8 +80,8 @@ class RunPool(SenderPool, Protocol):
     """A sender pool as a run owns it: given the frozen audience once, ready before the
     clock starts, closed at the end."""
 
-    def use_audience(self, ids: object) -> None:
-        """The run's frozen ids (a pyarrow array), which the chunks are cut from."""
+    def use_audience(self, frozen: FrozenIds) -> None:
+        """The run's frozen ids, which the chunks are cut from."""
 
     def wait_ready(self) -> None:
         """Block until every sender can take a call."""

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from hookcast.actors.errors import LedgerError, RunAbortedError
+from hookcast.actors.frozen import FrozenIds
 from hookcast.actors.quota import DailyQuota, contacts_left, day_window, quota_note
 from hookcast.actors.redact import redact
 from hookcast.actors.segment import AudienceInfo, Segment
@@ -115,11 +116,12 @@ class StagedRun:
 
 @dataclass(frozen=True, slots=True)
 class PreparedRun:
-    """A job checked and its audience frozen, before Ray is needed (see ``prepare_while``)."""
+    """A job checked and its audience frozen, before Ray is needed (see ``prepare_while``):
+    the frozen ids in memory, or, once staged, in the run's file (read as the run goes)."""
 
     job: LoadedJob
     plan: RunPlan
-    ids: pa.Array  # the frozen audience, as ``Segment.freeze`` gives it
+    frozen: FrozenIds
     staged: StagedRun | None = None
 
 
@@ -149,7 +151,9 @@ def prepare_run(job: LoadedJob, ledger: Ledger | None = None) -> PreparedRun:
         raise
     finally:
         segment.close()
-    return PreparedRun(job, plan, ids, staged)
+    if staged is None:
+        return PreparedRun(job, plan, FrozenIds.in_memory(ids), None)
+    return PreparedRun(job, plan, ledger.frozen_ids(staged.run_id), staged)
 
 
 def stage(ledger: Ledger, run_id: str, job: LoadedJob, ids: pa.Array) -> StagedRun:
@@ -222,15 +226,15 @@ def start_run(
         discard_unrecorded(ledger, run_id)
         raise
     try:
-        ids = prepared.ids
-        plans = (staged or stage(ledger, run_id, job, ids)).batches
+        frozen = prepared.frozen
+        plans = (staged or stage(ledger, run_id, job, frozen.to_array())).batches
         try:
             ledger.create_run(
                 RunRecord(
                     run_id=run_id,
                     job=job.spec.name,
                     status=RunStatus.RUNNING,
-                    contacts=len(ids),
+                    contacts=len(frozen),
                     batches=len(plans),
                     batch_size=job.spec.batch_size,
                     created_at=time.time(),
@@ -244,9 +248,9 @@ def start_run(
             # Another run of the job got there first, or the ledger cannot be written.
             discard_unrecorded(ledger, run_id)
             raise
-        logger.info("run %s: %d contacts in %d batches", run_id, len(ids), len(plans))
+        logger.info("run %s: %d contacts in %d batches", run_id, len(frozen), len(plans))
         try:
-            pool.use_audience(ids)
+            pool.use_audience(frozen)
             return _deliver(
                 plan,
                 ledger,
@@ -358,13 +362,13 @@ def _continue(
     if not todo:
         raise LedgerError(_nothing_to(verb, run, statuses, ledger.batch_counts(run.run_id)))
     plan = compile_job(job, url=url)
-    ids = ledger.frozen_audience(run.run_id)
+    frozen = ledger.frozen_ids(run.run_id)
     ledger.claim_run(run.run_id, verb)  # refused while another run of the job is sent
     try:
         pool = sender_pool(plan, run.run_id, senders)
         logger.info("%s %s: %d batches", verb, run.run_id, len(todo))
         try:
-            pool.use_audience(ids)
+            pool.use_audience(frozen)
             return _deliver(
                 plan,
                 ledger,

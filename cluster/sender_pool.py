@@ -13,11 +13,11 @@ import collections
 import logging
 from collections.abc import Sequence
 
-import pyarrow as pa
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
 from hookcast.actors.errors import last_line
+from hookcast.actors.frozen import FrozenIds
 from hookcast.actors.remote import start_segment, start_senders, stop_actors
 from hookcast.actors.sender import BatchOrder
 from hookcast.cluster.compile import RunPlan
@@ -88,9 +88,9 @@ class RaySenderPool:
     def size(self) -> int:
         return len(self.senders)
 
-    def use_audience(self, ids: pa.Array) -> None:
+    def use_audience(self, frozen: FrozenIds) -> None:
         """Put the frozen ids in the object store, once, for the segment's streams."""
-        self._frozen = ray.put(ids)
+        self._frozen = ray.put(frozen.to_array())
 
     def wait_ready(self) -> None:
         """Block until every sender is up: calls queued while they start would all leave at

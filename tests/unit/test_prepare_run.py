@@ -33,7 +33,8 @@ def test_the_audience_is_frozen_in_source_order_while_connect_runs_on_this_threa
 
     assert connected_on == [threading.main_thread()]  # ray.init needs the main thread
     assert prepared.job is job
-    assert prepared.ids.to_pylist() == pq.read_table(audience, columns=["id"])["id"].to_pylist()
+    frozen = prepared.frozen.to_array().to_pylist()
+    assert frozen == pq.read_table(audience, columns=["id"])["id"].to_pylist()
 
 
 def test_a_failed_connection_is_the_error_even_when_the_audience_is_bad(
@@ -76,9 +77,10 @@ def test_given_a_ledger_the_audience_is_written_and_planned_but_no_run_recorded(
 
     staged = prepared.staged
     assert staged is not None and staged.run_id.startswith(f"{job.spec.name}-")
-    assert ledger.frozen_audience(staged.run_id).equals(prepared.ids)
+    ids = ledger.frozen_audience(staged.run_id)
+    assert prepared.frozen.to_array().equals(ids) and len(prepared.frozen) == 1500
     assert [(b.seq, b.contacts) for b in staged.batches] == [(0, 500), (1, 500), (2, 500)]
-    assert staged.batches[1].first_id == prepared.ids[500].as_py()
+    assert staged.batches[1].first_id == ids[500].as_py() == prepared.frozen.at(500)
     assert ledger.find_run(staged.run_id) is None  # recorded by start_run, on its thread
 
 
