@@ -19,7 +19,7 @@ from hookcast.cli.options import (
     Outcome,
     SendersOpt,
     StateDirOpt,
-    connect,
+    connect_if_first,
     open_ledger,
     prepared_run,
 )
@@ -243,7 +243,7 @@ def loadtest(
         senders=senders,
     )
     ledger = open_ledger(state_dir)
-    connect(address)  # before the handlers: ray.init installs its own
+    ray_aside = connect_if_first(address, senders)  # before the handlers: ray.init has its own
     with stop_on_signals() as signals:
         result = run_with_progress(
             run_loadtest,
@@ -252,6 +252,7 @@ def loadtest(
             json_out,
             options=options,
             ledger=ledger,
+            ray_aside=ray_aside,
         )
     path = write_report(
         result, report or state_dir.expanduser() / "reports" / f"{result.summary.run_id}.html"

@@ -99,8 +99,10 @@ def run_loadtest(
     on_progress: Callable[[Progress], None] | None = None,
     stop: threading.Event | None = None,
     stop_now: threading.Event | None = None,
+    ray_aside: bool = False,
 ) -> LoadtestReport:
-    """Generate the audience, broadcast it (Ray must be connected), measure, verify."""
+    """Generate the audience, broadcast it (as ``start_run`` does: Ray senders need Ray
+    connected; ``ray_aside`` as there), measure, verify."""
     receiver = None if options.url else _Receiver(options.fail_rate, options.latency_ms)
     try:
         with tempfile.TemporaryDirectory(prefix="hookcast-loadtest-") as work:
@@ -123,6 +125,7 @@ def run_loadtest(
                 on_progress=record,
                 stop=stop,
                 stop_now=stop_now,
+                ray_aside=ray_aside,
             )
         latencies = [
             b.latency_ms
@@ -154,8 +157,14 @@ def _job(options: LoadtestOptions, receiver: _Receiver | None, source: Path) -> 
     )
 
 
-def throughput(timeline: list[tuple[float, int]], step_s: float = 1.0) -> list[tuple[float, float]]:
-    """Contacts per second in each ``step_s`` window of the run."""
+def throughput(
+    timeline: list[tuple[float, int]], step_s: float | None = None
+) -> list[tuple[float, float]]:
+    """Contacts per second in each ``step_s`` window of the run: by default one second, or
+    a twentieth of a shorter run (a 200,000-contact test can take under a second)."""
+    if step_s is None:
+        span_s = timeline[-1][0] if timeline else 0.0
+        step_s = min(1.0, max(span_s / 20, 0.01))
     points: list[tuple[float, float]] = []
     last_t, last_n = 0.0, 0
     for t, n in timeline:

@@ -19,6 +19,7 @@ from hookcast.cluster.ledger import (
     RunRecord,
     RunStatus,
 )
+from hookcast.cluster.testbed.loadtest import throughput
 
 RUN = "coupons-20261203T100000-ab12"
 SCRIPT = '<script>alert("owned")</script>'
@@ -218,3 +219,13 @@ def test_bucket_width_is_the_narrowest_that_keeps_at_most_60_buckets(span_s: flo
     assert int(span_s // width) + 1 <= 60
     narrower = [w for w in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600) if w < width]
     assert all(int(span_s // w) + 1 > 60 for w in narrower)
+
+
+def test_a_load_test_shorter_than_a_second_still_gets_a_throughput_curve() -> None:
+    timeline = [(0.1 * i, 20_000 * i) for i in range(1, 9)]  # 160,000 contacts in 0.8 s
+
+    points = throughput(timeline)
+
+    assert len(points) >= 5
+    assert all(abs(rate - 200_000) < 1 for _, rate in points)
+    assert throughput([(1.0, 100), (2.0, 300)]) == [(1.0, 100.0), (2.0, 200.0)]  # 1 s windows
