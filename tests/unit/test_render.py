@@ -369,6 +369,33 @@ def test_identity_and_utm_strings_round_trip(render):
     assert element["contact"]["identities"] == [{"id": NASTY[0] + NASTY[5], "type": "t"}]
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"haha": 3, "tag": "a"}', {"haha": 3, "tag": "a"}),  # as written: nothing to drop
+        (' { "a" : [1, 2] , "b": {"c": 3} } ', {"a": [1, 2], "b": {"c": 3}}),
+        ('{"k\\u00e9": "v\\n"}', {"ké": "v\n"}),
+        ("{ }", {}),
+        ('{"a": 1, "b": null}', {"a": 1}),  # the longer way: a null dropped
+        ('{"x": "info"}', {"x": "info"}),  # "inf" in a string: the longer way, same JSON
+        ('{"n": NaN, "m": 2}', {"m": 2}),
+        ("[1, 2]", {}),  # not an object: no members
+    ],
+)
+def test_json_text_props_give_the_same_members_either_way(render, text, expected):
+    table = pa.table(
+        {
+            "id": pa.array([1], pa.int64()),
+            "props": pa.array([text], pa.string()),
+            "vip": pa.array([7], pa.int64()),
+        }
+    )
+
+    (contact,) = _contacts(render(table))
+
+    assert contact["props"] == {**expected, "vip": 7}
+
+
 def test_a_nan_float_attribute_still_gives_a_strict_json_body(render_body):
     table = pa.table({"id": pa.array([1, 2], pa.int64()), "score": pa.array([float("nan"), 1.5])})
 
