@@ -5,8 +5,9 @@ chunk is pickled into the object store and out again, every call crosses three p
 (~0.6 ms of driver CPU a batch, ~1 ms of sender CPU a request, measured), and none of it can
 start before Ray has. Here the segment renders on a thread of its own (DuckDB releases the
 GIL while it works) a few chunks ahead, and one ``Sender`` posts on an asyncio loop in
-another thread, so the first request leaves as soon as the audience is frozen, while Ray
-still starts (``cluster.runs``). The coordinator is the same: it sees a ``SenderPool`` of one.
+another thread, so the first request leaves as soon as the audience is frozen; Ray, if the
+run lasts, only records its metrics, in a process of its own (``cluster/metrics_relay.py``).
+The coordinator is the same: it sees a ``SenderPool`` of one.
 
 A cluster run (``--address``), or one that asks for ``--senders``, uses the Ray pool
 (``cluster/sender_pool.py``) instead.

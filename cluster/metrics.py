@@ -85,22 +85,19 @@ class RunMetrics:
             metric.set_default_tags(tags)
 
     def attempt(self, result: AttemptResult, *, retry: bool) -> None:
-        if result.outcome not in SENT:  # handed back unsent (late, no token, too large)
-            return
-        self.requests.inc(1, {"outcome": str(result.outcome)})
-        if retry:
-            self.retries.inc(1)
-        if result.status is not None:
-            self.latency.observe(result.latency_s)
-        if result.outcome == "delivered":
-            self.contacts.inc(result.contacts)
+        self._one(MetricDeltas.attempt, result, retry=retry)
 
     def dead_letter(self) -> None:
-        self.dead_letters.inc(1)
+        self._one(MetricDeltas.dead_letter)
 
     def waited(self, seconds: float) -> None:
-        if seconds > 0:
-            self.rate_wait.inc(seconds)
+        self._one(MetricDeltas.waited, seconds)
+
+    def _one(self, count, *args: object, **kwargs: object) -> None:
+        """Record one event now, counted by ``MetricDeltas``'s rule for it."""
+        deltas = MetricDeltas()
+        count(deltas, *args, **kwargs)
+        self.record(deltas)
 
     def set_queued(self, batches: int) -> None:
         self.queued.set(batches)
@@ -121,7 +118,8 @@ class RunMetrics:
             self.contacts.inc(deltas.contacts)
         if deltas.dead_letters:
             self.dead_letters.inc(deltas.dead_letters)
-        self.waited(deltas.rate_wait_s)
+        if deltas.rate_wait_s > 0:
+            self.rate_wait.inc(deltas.rate_wait_s)
         if deltas.queued is not None:
             self.set_queued(deltas.queued)
         if deltas.in_flight_limit is not None and deltas.breaker is not None:

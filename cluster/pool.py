@@ -78,7 +78,10 @@ class SenderPool(Protocol):
 
 class RunPool(SenderPool, Protocol):
     """A sender pool as a run owns it: given the frozen audience once, ready before the
-    clock starts, closed at the end."""
+    clock starts, closed at the end. ``batches_per_call``: how many batches a call should
+    carry when no rate is set (None: the job's ``chunk_batches``)."""
+
+    batches_per_call: int | None
 
     def use_audience(self, frozen: FrozenIds) -> None:
         """The run's frozen ids, which the chunks are cut from."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import secrets as token_source
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -411,15 +410,13 @@ def _nothing_to(
 
 def on_ray_cluster() -> bool:
     """True when this process is connected to a Ray cluster it did not start itself: a run
-    with ``--address``, a Ray job, a run the scheduler actor fires. Ray is not imported for
-    the answer (an embedded Ray may still be starting on another thread)."""
-    if "ray" not in sys.modules:
+    with ``--address``, a Ray job, a run the scheduler actor fires. A process without Ray
+    does not import it to find out."""
+    if not ray_connected():
         return False
-    import ray  # waits for another thread's import of it to finish
-
     from hookcast.cluster.connect import embedded
 
-    return ray.is_initialized() and not embedded()
+    return not embedded()
 
 
 def sender_pool(plan: RunPlan, run_id: str, senders: int | None = None) -> RunPool:
@@ -547,7 +544,7 @@ def _metrics_for(
 
 def _settings_for(plan: RunPlan, pool: RunPool) -> DeliverySettings:
     """The job's delivery settings, with the pool's batches per call when it has its own."""
-    per_call = getattr(pool, "batches_per_call", None)
+    per_call = pool.batches_per_call
     return plan.delivery if per_call is None else replace(plan.delivery, chunk_batches=per_call)
 
 

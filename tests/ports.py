@@ -19,3 +19,16 @@ def free_ports(count: int) -> list[int]:
 
 def free_port() -> int:
     return free_ports(1)[0]
+
+
+def accepted(server: socket.socket) -> int:
+    """How many connections the non-blocking listening ``server`` has waiting (each is
+    accepted and closed): 0 proves nothing connected to it."""
+    count = 0
+    while True:
+        try:
+            conn, _ = server.accept()
+        except BlockingIOError:
+            return count
+        conn.close()
+        count += 1

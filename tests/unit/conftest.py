@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -46,6 +47,16 @@ def ledger(tmp_path: Path) -> Iterator[Ledger]:
     book = Ledger(tmp_path / "state")
     yield book
     book.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A TCP socket on 127.0.0.1 that only counts the connections made to it
+    (``tests.ports.accepted``)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.setblocking(False)
+    yield server
+    server.close()
 
 
 @pytest.fixture

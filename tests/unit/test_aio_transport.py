@@ -33,6 +33,7 @@ from hookcast.actors.render import ELEMENT_COLUMN, SEND_TIME_PLACEHOLDER
 from hookcast.actors.sender import BatchOrder, Sender, SenderConfig
 from hookcast.actors.tls import TlsConfig, ssl_context
 from hookcast.cluster.testbed.sink import OK, Reply, Request, Sink, SinkTls
+from tests.ports import accepted
 
 DEFAULT = EgressPolicy()
 PUBLIC_ONLY = EgressPolicy(public_only=True)
@@ -117,26 +118,6 @@ def chain(exc: BaseException) -> list[BaseException]:
 
 
 # Servers: a listening socket that only counts, and HTTP/1.1 ones in the test's own loop.
-
-
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    """A TCP socket on 127.0.0.1 that counts the connections made to it (see `accepted`)."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.setblocking(False)
-    yield server
-    server.close()
-
-
-def accepted(server: socket.socket) -> int:
-    count = 0
-    while True:
-        try:
-            conn, _ = server.accept()
-        except BlockingIOError:
-            return count
-        conn.close()
-        count += 1
 
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -500,13 +481,15 @@ def test_an_answer_that_trickles_in_ends_at_the_whole_requests_bound(way: str) -
             await asyncio.sleep(0.01)  # 30 times as often as the read timeout needs
 
     async def post() -> tuple[BaseException, float]:
-        timeout = httpx.Timeout(0.05, read=0.3)  # the whole request: 0.45 s
+        # The whole request: 1.4 s. Connecting gets 1 s of it: on a loaded machine a
+        # connect to the test's own loop took over 0.1 s (seen: a ConnectTimeout).
+        timeout = httpx.Timeout(0.05, connect=1.0, read=0.3)
         async with serving(trickle) as served, Poster(way, timeout=timeout) as poster:
             return await timed(poster.post(served.url))
 
     error, waited = run(post())  # type: ignore[misc]
     assert isinstance(error, httpx.ReadTimeout)
-    assert 0.4 <= waited < WAIT_S
+    assert 1.35 <= waited < WAIT_S
 
 
 @pytest.mark.timeout(60)  # without the bound it would hang
@@ -520,12 +503,13 @@ def test_a_stalled_upload_ends_at_the_whole_requests_bound(way: str) -> None:
         await asyncio.Event().wait()
 
     async def post() -> tuple[BaseException, float]:
-        async with serving(never_read) as served, Poster(way, timeout=0.1) as poster:
+        timeout = httpx.Timeout(0.1, connect=1.0)  # the whole request: 1.3 s
+        async with serving(never_read) as served, Poster(way, timeout=timeout) as poster:
             return await timed(poster.post(served.url, body))
 
     error, waited = run(post())  # type: ignore[misc]
     assert isinstance(error, httpx.WriteTimeout)
-    assert 0.35 <= waited < WAIT_S
+    assert 1.25 <= waited < WAIT_S
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="Linux drops a SYN to a full accept queue")

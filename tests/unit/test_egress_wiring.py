@@ -20,28 +20,9 @@ from hookcast.actors.render import ELEMENT_COLUMN, SEND_TIME_PLACEHOLDER
 from hookcast.actors.sender import BatchOrder, Sender, SenderConfig
 from hookcast.actors.tls import TlsConfig
 from hookcast.cluster.testbed.sink import Sink, SinkTls
+from tests.ports import accepted
 
 PUBLIC_ONLY = EgressPolicy(public_only=True)
-
-
-@pytest.fixture
-def listener():
-    """A TCP socket on 127.0.0.1 that counts the connections it accepts."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.setblocking(False)
-    yield server
-    server.close()
-
-
-def accepted(server: socket.socket) -> int:
-    count = 0
-    while True:
-        try:
-            conn, _ = server.accept()
-        except BlockingIOError:
-            return count
-        conn.close()
-        count += 1
 
 
 def chunk() -> pa.Table:
