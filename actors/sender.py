@@ -123,6 +123,8 @@ class Sender:
         self._sleep = sleep
         self._client: httpx.AsyncClient | None = None
         self._direct: AiohttpTransport | None = None  # our own transport, posted to directly
+        self._defaults: list[tuple[str, str]] = []
+        self._timeouts: dict[str, float | None] = {}
         self._headers = [(n, parse_template(v, f"webhook.headers.{n}")) for n, v in config.headers]
         self._query = [(n, parse_template(v, f"webhook.query.{n}")) for n, v in config.query]
         needed: dict[str, set[str]] = {}
@@ -155,6 +157,9 @@ class Sender:
             )
             if isinstance(transport, AiohttpTransport):
                 self._direct = transport
+                # What the client would add to each request, and its timeouts by name.
+                self._defaults = list(self._client.headers.items())
+                self._timeouts = self._client.timeout.as_dict()
         return self._client
 
     async def _exchange(self, request: PreparedRequest, wire: bytes) -> PostAnswer:
@@ -166,10 +171,9 @@ class Sender:
         cap = self.config.response_cap_bytes
         if self._direct is not None:
             given = {name.lower() for name, _ in request.headers}
-            headers = [(n, v) for n, v in client.headers.items() if n not in given]
+            headers = [(n, v) for n, v in self._defaults if n not in given]
             headers.extend(request.headers)
-            timeout = client.timeout.as_dict()
-            return await self._direct.post(request.url, headers, wire, timeout, cap)
+            return await self._direct.post(request.url, headers, wire, self._timeouts, cap)
         async with client.stream(
             request.method, request.url, content=wire, headers=dict(request.headers)
         ) as response:

@@ -93,6 +93,9 @@ class RunMetrics:
     def waited(self, seconds: float) -> None:
         self._one(MetricDeltas.waited, seconds)
 
+    def close(self) -> None:
+        """Nothing to hand over: every event was recorded as it came."""
+
     def _one(self, count, *args: object, **kwargs: object) -> None:
         """Record one event now, counted by ``MetricDeltas``'s rule for it."""
         deltas = MetricDeltas()

@@ -487,7 +487,7 @@ def _deliver(
         parts=parts,
         contacts_budget=budget,  # 0: the day's quota is used up, nothing is sent
         endpoint=plan.endpoint,  # where the requests go: its runs share its limits
-        share=ledger if isinstance(pool, LocalSenderPool) else _shared_endpoints(ledger),
+        share=_shared_endpoints(ledger),
     )
     coordinator.open_stream()  # the segment renders while the senders boot
     pool.wait_ready()  # before the clock starts
@@ -497,7 +497,7 @@ def _deliver(
     except RunAbortedError as exc:
         status, note = RunStatus.INTERRUPTED, redact(exc.reason, plan.secrets)
     finally:
-        if isinstance(metrics, RelayedMetrics):
+        if metrics is not None:
             metrics.close()
     if coordinator.gone:
         note = coordinator.gone
@@ -550,9 +550,11 @@ def _settings_for(plan: RunPlan, pool: RunPool) -> DeliverySettings:
 
 def _shared_endpoints(ledger: Ledger):
     """The ledger's live runs and, on a cluster (not the embedded Ray), the cluster's."""
+    if not on_ray_cluster():
+        return ledger
     from hookcast.cluster.live_registry import SharedEndpoints, cluster_registry
 
-    return SharedEndpoints(ledger, cluster_registry() if on_ray_cluster() else None)
+    return SharedEndpoints(ledger, cluster_registry())
 
 
 def summarise(record: RunRecord, progress: Progress, duration_s: float) -> RunSummary:
